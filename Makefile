@@ -1,0 +1,31 @@
+# `make demo` and `make test` each set up .venv when it is missing, then run.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup bench schema clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,demo,sweep]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/qcompile build
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/resnet50_ort_cpu.py
+	$(BIN)/python benchmarks/cached_build.py
+
+schema: $(STAMP)
+	$(BIN)/qcompile schema
+
+clean:
+	rm -rf qcompile-out outputs multirun .pytest_cache

@@ -1,0 +1,71 @@
+"""The step graph: nodes with typed params and named inputs, held in a networkx DiGraph.
+
+Knows nothing of torch or ONNX: a node only names its step kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from .steps.base import StepParams
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An input wired from another node's named output."""
+
+    node: str
+    output: str
+
+
+@dataclass
+class Node:
+    """One step of a build.
+
+    ``publish`` maps an output to a path under the build's ``artifacts/`` folder; ``gate`` holds quality-gate
+    limits, checked on every build but kept out of the key (changing a tolerance does not redo the work).
+    """
+
+    name: str
+    kind: str
+    params: StepParams
+    inputs: dict[str, Ref] = field(default_factory=dict)
+    publish: dict[str, str] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+
+
+class Plan:
+    """A DAG of nodes; edges run from producer to consumer."""
+
+    def __init__(self) -> None:
+        self.graph = nx.DiGraph()
+
+    def add(self, node: Node) -> Node:
+        if node.name in self.graph:
+            raise ValueError(f"duplicate node {node.name!r}")
+        self.graph.add_node(node.name, node=node)
+        for ref in node.inputs.values():
+            if ref.node not in self.graph:
+                raise ValueError(f"{node.name}: input from unknown node {ref.node!r}")
+            self.graph.add_edge(ref.node, node.name)
+        return node
+
+    def node(self, name: str) -> Node:
+        return self.graph.nodes[name]["node"]
+
+    def order(self) -> list[Node]:
+        """Nodes in a deterministic topological order."""
+        return [self.node(n) for n in nx.lexicographical_topological_sort(self.graph, key=self._rank)]
+
+    def _rank(self, name: str) -> str:
+        # Insertion order first, so the table reads in the order the plan was written.
+        return f"{list(self.graph.nodes).index(name):04d}"
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.graph
+
+    def __len__(self) -> int:
+        return len(self.graph)

@@ -1,0 +1,73 @@
+"""Compose a recipe with Hydra, then validate it with pydantic; every failure becomes a ``BadInput``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from ..errors import BadInput
+from .errors import format_validation_error
+from .schema import Recipe
+
+RECIPES_MODULE = "qcompile.recipes"
+DEFAULT_RECIPE = "demo"
+
+
+def validate(data: dict[str, Any]) -> Recipe:
+    """A ``Recipe`` from a plain dict (Hydra's ``hydra`` node, if any, is ignored)."""
+    data = {k: v for k, v in data.items() if k != "hydra"}
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise BadInput(format_validation_error(e, data)) from None
+
+
+def to_container(cfg: Any) -> dict[str, Any]:
+    """Resolve a Hydra/OmegaConf config into a plain dict; interpolation errors are bad input."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise BadInput(f"recipe: {e}".splitlines()[0]) from None
+
+
+def compose(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
+            config_dir: str | Path | None = None) -> dict[str, Any]:
+    """Compose a recipe from the packaged groups (plus ``config_dir``) the way ``qcompile build`` does."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides)
+    if config_dir is not None:
+        d = Path(config_dir)
+        if not d.is_dir():
+            raise BadInput(f"config dir not found: {d}", key="--config-dir")
+        overrides.append(f"hydra.searchpath=[file://{d.resolve()}]")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(RECIPES_MODULE, version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise BadInput(hydra_message(e)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return to_container(cfg)
+
+
+def hydra_message(e: BaseException) -> str:
+    """Hydra's error without its advice about stack traces."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
+    return "\n".join(lines[:4]) or type(e).__name__
+
+
+def load_recipe(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
+                config_dir: str | Path | None = None) -> Recipe:
+    """Compose and validate a recipe: the library counterpart of ``qcompile plan``'s recipe arguments."""
+    return validate(compose(config_name, overrides, config_dir))

@@ -1,0 +1,63 @@
+"""``qcompile.lock.json``: the resolved recipe and, for every node, its key, inputs and output digests.
+
+The build id is derived from it, so two builds with the same id produced the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..cache.keys import digest_json, env_fingerprint
+from ..errors import BadInput
+from ..graph import Plan
+from ..recipe.schema import SCHEMA_VERSION, Recipe
+from .scheduler import StepOutcome
+
+LOCK_VERSION = 1
+LOCK_NAME = "qcompile.lock.json"
+
+
+def make_lock(recipe: Recipe, plan: Plan, outcomes: list[StepOutcome]) -> dict[str, Any]:
+    """The lockfile content for a finished build."""
+    nodes = {}
+    for o in outcomes:
+        node = plan.node(o.name)
+        nodes[o.name] = {
+            "kind": o.kind,
+            "key": o.key,
+            "params": node.params.model_dump(mode="json"),
+            "inputs": {slot: {"from": f"{ref.node}.{ref.output}", "digest": o.inputs.get(slot)}
+                       for slot, ref in node.inputs.items()},
+            "outputs": o.outputs,
+            "env": o.env,
+        }
+    recipe_json = recipe.model_dump(mode="json")
+    build_id = digest_json({"recipe": recipe_json,
+                            "nodes": {n: {"key": v["key"], "outputs": v["outputs"]} for n, v in nodes.items()}})[:16]
+    return {
+        "lock_version": LOCK_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "build_id": build_id,
+        "recipe": recipe_json,
+        "env": env_fingerprint(("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy"), host=True),
+        "nodes": nodes,
+    }
+
+
+def read_lock(path: Path) -> dict[str, Any]:
+    """A lockfile's content; a corrupt file or unknown version is bad input."""
+    try:
+        lock = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BadInput(f"lockfile not found: {path}") from None
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{path} is not a readable lockfile ({type(e).__name__})") from None
+    if not isinstance(lock, dict) or lock.get("lock_version") != LOCK_VERSION:
+        got = lock.get("lock_version") if isinstance(lock, dict) else None
+        raise BadInput(f"{path}: lockfile version {got!r} is not supported (this qcompile reads {LOCK_VERSION})")
+    for field in ("recipe", "nodes", "build_id"):
+        if field not in lock:
+            raise BadInput(f"{path}: lockfile has no {field!r}")
+    return lock

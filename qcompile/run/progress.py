@@ -1,0 +1,64 @@
+"""What the user sees while a build runs: a line per step, progress bars for long loops, a summary table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ..graph import Node
+    from .scheduler import StepOutcome
+
+
+class Reporter:
+    """Prints build progress to stderr (stdout stays free for machine-readable output)."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False):
+        self.console = console or Console(stderr=True)
+        self.quiet = quiet
+
+    def start(self, node: Node) -> None:
+        if not self.quiet:
+            self.console.print(f"[bold cyan]▶[/] {node.name} [dim]({node.kind})[/]")
+
+    def track(self, items: Iterable[Any], total: int | None, description: str) -> Iterator[Any]:
+        if self.quiet:
+            yield from items
+            return
+        columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        # transient: the bar disappears when done, leaving the log readable; off a terminal rich stays silent.
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            task = progress.add_task(description, total=total)
+            for item in items:
+                yield item
+                progress.advance(task)
+
+    def note(self, node: Node, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"  [yellow]note[/] {node.name}: {message}")
+
+    def finish(self, outcome: StepOutcome) -> None:
+        if self.quiet:
+            return
+        if outcome.status == "ran":
+            self.console.print(f"  [green]✓[/] {outcome.name} ran in {outcome.seconds:.2f}s")
+        if outcome.gate_error:
+            self.console.print(f"  [red]✗ gate[/] {outcome.name}: {outcome.gate_error}")
+
+    def summary(self, outcomes: list[StepOutcome], title: str = "build") -> None:
+        """The closing table: every step, ran or cached, and its seconds."""
+        if self.quiet:
+            return
+        table = Table(title=title, title_justify="left")
+        for col in ("step", "kind", "status", "seconds", "key"):
+            table.add_column(col, justify="right" if col == "seconds" else "left")
+        colors = {"ran": "green", "cached": "blue", "failed": "red"}
+        for o in outcomes:
+            c = colors.get(o.status, "white")
+            table.add_row(o.name, o.kind, f"[{c}]{o.status}[/]", f"{o.seconds:.2f}", (o.key or "-")[:12])
+        total = sum(o.seconds for o in outcomes)
+        table.add_row("total", "", "", f"{total:.2f}", "", end_section=True)
+        self.console.print(table)

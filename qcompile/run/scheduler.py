@@ -1,0 +1,157 @@
+"""Runs a plan in topological order with content-hash caching.
+
+A node's key digests its kind, version, params, the digests of its inputs and user files, and the versions
+of the libraries it uses. Because keys use input *digests*, a re-run step that reproduces its old output
+leaves everything downstream cached (early cut-off).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..cache import ActionRecord, Cache
+from ..cache.keys import digest_json, env_fingerprint
+from ..cache.store import rmtree_quiet
+from ..errors import QcompileError
+from ..graph import Node, Plan
+from ..steps.base import Step, StepContext, get_step
+from .progress import Reporter
+
+KEY_SCHEMA = 1
+
+
+@dataclass
+class StepOutcome:
+    """What happened to one node in a build."""
+
+    name: str
+    kind: str
+    key: str | None
+    status: str  # ran | cached | failed | pending
+    seconds: float = 0.0
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    gate_error: str | None = None
+    error: str | None = None
+
+
+def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: Cache) -> dict[str, Any]:
+    """Everything that can change a node's output, as a JSON-able dict (its digest is the key)."""
+    params = node.params.model_dump(mode="json")
+    for name in step.file_fields:
+        if params.get(name):
+            params[name] = "sha256:" + cache.memo.digest(Path(params[name]))
+    return {
+        "key_schema": KEY_SCHEMA,
+        "kind": step.kind,
+        "version": step.version,
+        "params": params,
+        "inputs": dict(sorted(input_digests.items())),
+        "env": env_fingerprint(step.libraries, host=step.host_dependent),
+    }
+
+
+def resolve_inputs(node: Node, done: dict[str, StepOutcome]) -> dict[str, str] | None:
+    """Input slot -> digest, or None while some producer has not produced yet."""
+    digests = {}
+    for slot, ref in node.inputs.items():
+        prod = done.get(ref.node)
+        if prod is None or ref.output not in prod.outputs:
+            return None
+        digests[slot] = prod.outputs[ref.output]
+    return digests
+
+
+def peek(plan: Plan, cache: Cache) -> list[StepOutcome]:
+    """Keys and cache status of every node without running anything (``qcompile plan``).
+
+    A node whose producers are not cached has no computable key yet: it is reported as ``pending``.
+    """
+    done: dict[str, StepOutcome] = {}
+    for node in plan.order():
+        step = get_step(node.kind)
+        digests = resolve_inputs(node, done)
+        if digests is None:
+            done[node.name] = StepOutcome(node.name, node.kind, None, "pending")
+            continue
+        key = digest_json(key_material(node, step, digests, cache))
+        rec = cache.lookup(key, verify=False)
+        out = StepOutcome(node.name, node.kind, key, "cached" if rec else "will run", inputs=digests)
+        if rec:
+            out.outputs, out.result = rec.outputs, rec.result
+        done[node.name] = out
+    return list(done.values())
+
+
+def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[StepOutcome]:
+    """Build every node; return outcomes in execution order.
+
+    ``QcompileError`` from a step (bad input) is recorded as a failure and re-raised after cleaning up, so
+    nothing half-done reaches the cache. Gate failures do not stop the build: they are collected on the
+    outcome and the caller decides the exit code once the report is written.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    done: dict[str, StepOutcome] = {}
+    for node in plan.order():
+        step = get_step(node.kind)
+        digests = resolve_inputs(node, done)
+        assert digests is not None, f"{node.name}: producers must run first"
+        material = key_material(node, step, digests, cache)
+        key = digest_json(material)
+        outcome = StepOutcome(node.name, node.kind, key, "cached", inputs=digests, env=material["env"])
+        done[node.name] = outcome
+        t0 = time.perf_counter()
+        rec = cache.lookup(key)
+        if rec is None:
+            with cache.lock(key):
+                # Another process may have finished this key while we waited for the lock.
+                rec = cache.lookup(key)
+                if rec is None:
+                    reporter.start(node)
+                    rec = _run(node, step, key, digests, cache, reporter, outcome)
+                    outcome.status = "ran"
+        outcome.seconds = time.perf_counter() - t0
+        outcome.outputs, outcome.result = rec.outputs, rec.result
+        if node.gate:
+            outcome.gate_error = step.check(rec.result, node.gate)
+        reporter.finish(outcome)
+    return list(done.values())
+
+
+def _run(node: Node, step: Step, key: str, digests: dict[str, str], cache: Cache,
+         reporter: Reporter, outcome: StepOutcome) -> ActionRecord:
+    workdir = cache.tmp / f"run-{key[:16]}-{os.getpid()}"
+    rmtree_quiet(workdir)
+    workdir.mkdir(parents=True)
+    inputs = {slot: cache.blobs.path(d) for slot, d in digests.items()}
+    ctx = StepContext(inputs=inputs, workdir=workdir, outputs=dict(step.outputs), track_fn=reporter.track)
+    t0 = time.perf_counter()
+    try:
+        result = step.run(ctx, node.params) or {}
+        missing = [n for n in step.outputs if not ctx.out(n).is_file()]
+        if missing:
+            raise RuntimeError(f"step {step.kind} did not write its outputs {missing}")
+        outputs = {name: cache.blobs.put(ctx.out(name)) for name in step.outputs}
+        if ctx.notes:
+            result = {**result, "notes": ctx.notes}
+        for msg in ctx.notes:
+            reporter.note(node, msg)
+        rec = ActionRecord(key=key, kind=step.kind, outputs=outputs, result=result,
+                           seconds=round(time.perf_counter() - t0, 3), created=time.time())
+        cache.record(rec)
+        return rec
+    except BaseException as e:
+        outcome.status = "failed"
+        outcome.error = str(e) if isinstance(e, QcompileError) else traceback.format_exc(limit=3)
+        if not isinstance(e, KeyboardInterrupt):
+            cache.record_failure(key, step.kind, outcome.error)
+        raise
+    finally:
+        rmtree_quiet(workdir)

@@ -1,0 +1,96 @@
+"""The contract every step kind follows: typed params, named inputs and outputs, and a ``run``.
+
+A step imports its heavy libraries (torch, onnx, onnxruntime) inside ``run`` so that planning and fully
+cached builds stay light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T")
+
+
+class StepParams(BaseModel):
+    """Base for step params: frozen and strict about unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class StepContext:
+    """What a running step may touch: its verified inputs, its output folder and a progress reporter."""
+
+    inputs: dict[str, Path]
+    workdir: Path
+    outputs: dict[str, str]
+    track_fn: Callable[[Iterable[Any], int | None, str], Iterator[Any]] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def out(self, name: str) -> Path:
+        """Path where the step must write its output ``name``."""
+        return self.workdir / self.outputs[name]
+
+    def track(self, items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+        """Iterate ``items`` while showing progress (epochs, calibration batches, benchmark runs)."""
+        if self.track_fn is None:
+            yield from items
+        else:
+            yield from self.track_fn(items, total, description)
+
+    def note(self, message: str) -> None:
+        """A remark for the user that ends up in the build log and report (e.g. an opset upgrade)."""
+        self.notes.append(message)
+
+
+class Step:
+    """One kind of build step. Subclasses set the class attributes and implement ``run``."""
+
+    kind: ClassVar[str]
+    version: ClassVar[int] = 1
+    Params: ClassVar[type[StepParams]]
+    inputs: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[dict[str, str]] = {}
+    libraries: ClassVar[tuple[str, ...]] = ()
+    # Params fields holding paths to user files: the key holds their content digest, not the path.
+    file_fields: ClassVar[tuple[str, ...]] = ()
+    # True when the output measures this machine (latency): the CPU model then enters the key.
+    host_dependent: ClassVar[bool] = False
+
+    def run(self, ctx: StepContext, params: Any) -> dict[str, Any]:
+        """Produce every declared output under ``ctx.workdir``; return small JSON-able results."""
+        raise NotImplementedError
+
+    def check(self, result: dict[str, Any], gate: dict[str, Any]) -> str | None:
+        """Return a failure message when ``result`` breaks the node's quality gate, else None."""
+        return None
+
+
+_REGISTRY: dict[str, type[Step]] = {}
+
+
+def register(cls: type[Step]) -> type[Step]:
+    """Class decorator adding a step kind to the registry."""
+    if cls.kind in _REGISTRY and _REGISTRY[cls.kind] is not cls:
+        raise RuntimeError(f"step kind {cls.kind!r} registered twice")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def get_step(kind: str) -> Step:
+    """An instance of the step registered under ``kind``."""
+    from . import load_all
+
+    load_all()
+    return _REGISTRY[kind]()
+
+
+def registered_kinds() -> list[str]:
+    from . import load_all
+
+    load_all()
+    return sorted(_REGISTRY)

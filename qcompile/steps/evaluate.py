@@ -1,0 +1,63 @@
+"""Evaluation: accuracy of FP32 and quantized models on the held-out split, and their agreement."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .arrays import batches, load_samples
+from .base import Step, StepContext, StepParams, register
+from .ort_session import cpu_session
+
+
+class EvaluateParams(StepParams):
+    batch_size: int
+    threads: int
+    level: str
+
+
+@register
+class OrtEvaluate(Step):
+    kind = "evaluate.ort"
+    Params = EvaluateParams
+    inputs = ("fp32", "quant", "data")
+    outputs = {"metrics": "metrics.json"}
+    libraries = ("onnxruntime", "numpy")
+
+    def run(self, ctx: StepContext, p: EvaluateParams) -> dict[str, Any]:
+        import numpy as np
+
+        x, y = load_samples(ctx.inputs["data"])
+        logits = {}
+        for variant in ("fp32", "quant"):
+            sess = cpu_session(ctx.inputs[variant], p.threads, p.level)
+            name = sess.get_inputs()[0].name
+            spans = batches(len(x), p.batch_size)
+            outs = [sess.run(None, {name: x[a:b]})[0] for a, b in ctx.track(spans, len(spans), f"evaluate {variant}")]
+            logits[variant] = np.concatenate(outs).reshape(len(x), -1).astype(np.float64)
+        ref, q = logits["fp32"], logits["quant"]
+        cos = (ref * q).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(q, axis=1) + 1e-12)
+        top_ref, top_q = ref.argmax(1), q.argmax(1)
+        metrics: dict[str, Any] = {
+            "samples": len(x),
+            "fidelity": {
+                "top1_agreement": round(float((top_ref == top_q).mean()), 6),
+                "cosine_mean": round(float(cos.mean()), 6),
+                "cosine_min": round(float(cos.min()), 6),
+                "max_abs_diff": round(float(np.abs(ref - q).max()), 6),
+            },
+            "accuracy": None,
+        }
+        if y is not None:
+            acc_ref, acc_q = float((top_ref == y).mean()), float((top_q == y).mean())
+            metrics["accuracy"] = {"fp32": round(acc_ref, 6), "quant": round(acc_q, 6),
+                                   "drop": round(acc_ref - acc_q, 6)}
+        ctx.out("metrics").write_text(json.dumps(metrics, indent=2))
+        return metrics
+
+    def check(self, result: dict[str, Any], gate: dict[str, Any]) -> str | None:
+        acc, limit = result.get("accuracy"), gate.get("max_accuracy_drop")
+        if acc is None or limit is None or acc["drop"] <= limit:
+            return None
+        return (f"quantized accuracy {acc['quant']:.4f} is {acc['drop'] * 100:.2f} points below FP32 "
+                f"{acc['fp32']:.4f}; eval.max_accuracy_drop allows {limit * 100:.2f}")

@@ -1,0 +1,154 @@
+"""Model steps: a torch state_dict (trained, random-init or loaded) or a user's ONNX file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput
+from .arrays import batches, load_samples
+from .base import Step, StepContext, StepParams, register
+
+
+def save_state_dict(model, path: Path) -> None:
+    import torch
+
+    torch.save({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, path)
+
+
+def read_state_dict(path: Path, key: str = "model.weights") -> dict:
+    """A state_dict from ``path``, loaded with ``weights_only=True``; common checkpoint wrappers are unwrapped."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad or unsafe file
+        raise BadInput(f"{path} is not a loadable state_dict ({type(e).__name__}: {str(e)[:160]})", key=key) from None
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BadInput(f"{path} does not hold a state_dict (a mapping of names to tensors)", key=key)
+    return obj
+
+
+def load_into(model, state: dict, what: str, key: str = "model.weights") -> None:
+    """``load_state_dict(strict=True)`` with a short message naming what does not fit."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())
+        raise BadInput(f"state_dict does not fit {what}: {detail[:300]}", key=key) from None
+
+
+class TorchvisionParams(StepParams):
+    name: str
+    num_classes: int
+    seed: int
+    weights: Path | None = None
+
+
+@register
+class TorchvisionModel(Step):
+    """A torchvision classifier, random-init from a seed or with a local state_dict."""
+
+    kind = "model.torchvision"
+    Params = TorchvisionParams
+    outputs = {"weights": "weights.pt"}
+    libraries = ("torch", "torchvision")
+    file_fields = ("weights",)
+
+    def run(self, ctx: StepContext, p: TorchvisionParams) -> dict[str, Any]:
+        import torch
+
+        from ..models import build_torch_model
+
+        torch.manual_seed(p.seed)
+        model = build_torch_model({"family": "torchvision", "name": p.name, "num_classes": p.num_classes})
+        if p.weights is not None:
+            load_into(model, read_state_dict(p.weights), f"torchvision {p.name} with {p.num_classes} classes")
+        save_state_dict(model, ctx.out("weights"))
+        return {"parameters": sum(t.numel() for t in model.parameters()), "pretrained": p.weights is not None}
+
+
+class TrainParams(StepParams):
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+
+
+@register
+class TrainMnistCnn(Step):
+    """Trains the demo CNN on the training split; deterministic for a given seed (single thread, fixed order)."""
+
+    kind = "model.mnist_cnn"
+    Params = TrainParams
+    inputs = ("train",)
+    outputs = {"weights": "weights.pt"}
+    libraries = ("torch", "numpy")
+
+    def run(self, ctx: StepContext, p: TrainParams) -> dict[str, Any]:
+        import numpy as np
+        import torch
+        from torch import nn
+
+        from ..models.mnist_cnn import MnistCnn
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # reductions in a fixed order, so a rebuild gives identical weights
+        try:
+            torch.manual_seed(p.seed)
+            x, y = load_samples(ctx.inputs["train"])
+            xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+            model = MnistCnn()
+            opt = torch.optim.Adam(model.parameters(), lr=p.lr)
+            loss_fn = nn.CrossEntropyLoss()
+            rng = np.random.default_rng(p.seed)
+            model.train()
+            loss = torch.tensor(0.0)
+            for epoch in range(p.epochs):
+                order = torch.from_numpy(rng.permutation(len(x)))
+                spans = batches(len(x), p.batch_size)
+                for a, b in ctx.track(spans, len(spans), f"epoch {epoch + 1}/{p.epochs}"):
+                    idx = order[a:b]
+                    opt.zero_grad()
+                    loss = loss_fn(model(xt[idx]), yt[idx])
+                    loss.backward()
+                    opt.step()
+            model.eval()
+            save_state_dict(model, ctx.out("weights"))
+        finally:
+            torch.set_num_threads(threads)
+        return {"final_loss": round(float(loss), 5), "train_samples": len(x)}
+
+
+class OnnxFileParams(StepParams):
+    path: Path
+
+
+@register
+class OnnxFile(Step):
+    """A user's ONNX model, checked and stored as one self-contained file."""
+
+    kind = "model.onnx"
+    Params = OnnxFileParams
+    outputs = {"model": "model.onnx"}
+    libraries = ("onnx",)
+    file_fields = ("path",)
+
+    def run(self, ctx: StepContext, p: OnnxFileParams) -> dict[str, Any]:
+        import onnx
+
+        try:
+            model = onnx.load(str(p.path))
+            onnx.checker.check_model(model)
+        except Exception as e:  # protobuf and checker errors have no common base
+            msg = " ".join(str(e).split())[:200] or type(e).__name__
+            raise BadInput(f"{p.path} is not a valid ONNX model: {msg}", key="model.path") from None
+        if model.ByteSize() < 2**31 - 1:
+            onnx.save(model, str(ctx.out("model")))
+        else:
+            shutil.copyfile(p.path, ctx.out("model"))
+        return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}

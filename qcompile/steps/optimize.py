@@ -1,0 +1,35 @@
+"""ORT's quantization pre-processing: shape inference and graph fusions (Conv+BN, ...) before calibration."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from typing import Any
+
+from .base import Step, StepContext, StepParams, register
+
+
+class PreprocessParams(StepParams):
+    skip_optimization: bool = False
+    skip_symbolic_shape: bool = False
+
+
+@register
+class OrtPreprocess(Step):
+    kind = "optimize.ort_preprocess"
+    Params = PreprocessParams
+    inputs = ("model",)
+    outputs = {"model": "model.prep.onnx"}
+    libraries = ("onnx", "onnxruntime")
+
+    def run(self, ctx: StepContext, p: PreprocessParams) -> dict[str, Any]:
+        import onnx
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        logging.getLogger().setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()):
+            quant_pre_process(str(ctx.inputs["model"]), str(ctx.out("model")),
+                              skip_optimization=p.skip_optimization, skip_symbolic_shape=p.skip_symbolic_shape)
+        model = onnx.load(str(ctx.out("model")), load_external_data=False)
+        return {"nodes": len(model.graph.node)}

@@ -1,0 +1,115 @@
+"""Quantization with onnxruntime.quantization: static (from stored calibration ranges) or dynamic."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from typing import Any
+
+from ..errors import BadInput
+from .base import Step, StepContext, StepParams, register
+from .calibrate import METHODS
+
+
+def _quant_type(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
+
+
+def _check_nodes(model_path, names: list[str]) -> None:
+    import onnx
+
+    if not names:
+        return
+    present = {n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node}
+    missing = [n for n in names if n not in present]
+    if missing:
+        sample = ", ".join(sorted(present)[:5])
+        raise BadInput(f"no node named {missing} in the model (nodes are named like: {sample}; "
+                       "see `qcompile plan` or netron)", key="quant.exclude_nodes")
+
+
+def _quiet():
+    logging.getLogger().setLevel(logging.ERROR)
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+class StaticParams(StepParams):
+    format: str
+    activation_type: str
+    weight_type: str
+    per_channel: bool
+    reduce_range: bool
+    op_types: list[str]
+    exclude_nodes: list[str]
+    method: str
+
+
+@register
+class OrtStaticQuantize(Step):
+    """Static PTQ. Reads calibration ranges from the calibrate step instead of calibrating again."""
+
+    kind = "quantize.ort_static"
+    Params = StaticParams
+    inputs = ("model", "ranges")
+    outputs = {"model": "model.int8.onnx"}
+    libraries = ("onnx", "onnxruntime")
+
+    def run(self, ctx: StepContext, p: StaticParams) -> dict[str, Any]:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+        _check_nodes(ctx.inputs["model"], p.exclude_nodes)
+        # The format takes a QuantFormat: passing a QuantType there (a common mistake) silently yields QDQ.
+        fmt = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[p.format]
+        with _quiet():
+            quantize_static(
+                str(ctx.inputs["model"]), str(ctx.out("model")), calibration_data_reader=None,
+                calibration_cache_path=str(ctx.inputs["ranges"]),
+                calibrate_method=getattr(CalibrationMethod, METHODS[p.method]),
+                quant_format=fmt, activation_type=_quant_type(p.activation_type),
+                weight_type=_quant_type(p.weight_type), per_channel=p.per_channel, reduce_range=p.reduce_range,
+                op_types_to_quantize=p.op_types, nodes_to_exclude=p.exclude_nodes)
+        return _summary(ctx)
+
+
+class DynamicParams(StepParams):
+    weight_type: str
+    per_channel: bool
+    reduce_range: bool
+    op_types: list[str]
+    exclude_nodes: list[str]
+
+
+@register
+class OrtDynamicQuantize(Step):
+    kind = "quantize.ort_dynamic"
+    Params = DynamicParams
+    inputs = ("model",)
+    outputs = {"model": "model.int8.onnx"}
+    libraries = ("onnx", "onnxruntime")
+
+    def run(self, ctx: StepContext, p: DynamicParams) -> dict[str, Any]:
+        from onnxruntime.quantization import quantize_dynamic
+
+        _check_nodes(ctx.inputs["model"], p.exclude_nodes)
+        with _quiet():
+            quantize_dynamic(str(ctx.inputs["model"]), str(ctx.out("model")),
+                             weight_type=_quant_type(p.weight_type), per_channel=p.per_channel,
+                             reduce_range=p.reduce_range, op_types_to_quantize=p.op_types,
+                             nodes_to_exclude=p.exclude_nodes)
+        return _summary(ctx)
+
+
+def _summary(ctx: StepContext) -> dict[str, Any]:
+    """Counts of quantized ops, so a recipe that quantized nothing is visible in the report."""
+    import onnx
+
+    nodes = onnx.load(str(ctx.out("model")), load_external_data=False).graph.node
+    q_ops = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+             "MatMulInteger", "DynamicQuantizeLinear"}
+    count = sum(1 for n in nodes if n.op_type in q_ops)
+    if count == 0:
+        ctx.note("no operator was quantized (check quant.op_types and quant.exclude_nodes)")
+    return {"nodes": len(nodes), "quant_nodes": count}
