@@ -37,23 +37,29 @@ def to_container(cfg: Any) -> dict[str, Any]:
 
 def compose(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
             config_dir: str | Path | None = None) -> dict[str, Any]:
-    """Compose a recipe from the packaged groups (plus ``config_dir``) the way ``qcompile build`` does."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    """Compose a recipe the way ``qcompile build`` does: packaged recipes, plus ``config_dir`` searched first."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = list(overrides)
+    search_path = create_config_search_path(f"pkg://{RECIPES_MODULE}")
     if config_dir is not None:
         d = Path(config_dir)
         if not d.is_dir():
             raise BadInput(f"config dir not found: {d}", key="--config-dir")
-        overrides.append(f"hydra.searchpath=[file://{d.resolve()}]")
+        # As Hydra's own --config-dir does: the user's folder is searched before the packaged recipes.
+        search_path.prepend("command-line", f"file://{d.resolve()}")
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_module(RECIPES_MODULE, version_base="1.3"):
-            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+        hydra = Hydra.create_main_hydra2(task_name="qcompile", config_search_path=search_path)
+        cfg = hydra.compose_config(config_name, list(overrides), run_mode=RunMode.RUN,
+                                   with_log_configuration=False)
+        with open_dict(cfg):
+            del cfg["hydra"]  # holds run-time interpolations that only resolve inside a Hydra job
     except (HydraException, OmegaConfBaseException) as e:
         raise BadInput(hydra_message(e)) from None
     finally:

@@ -33,7 +33,7 @@ class ExportSpec(Section):
 class TrainSpec(Section):
     """Training of the demo model (a cached step, so it runs once)."""
 
-    epochs: PositiveInt = 3
+    epochs: PositiveInt = 5
     batch_size: PositiveInt = 64
     lr: float = Field(2e-3, gt=0)
     seed: int = 0
@@ -121,10 +121,9 @@ class Calibration(Section):
     symmetric: bool = Field(False, description="force calibrated activation ranges symmetric around 0")
 
 
-OP_TYPES_DEFAULT = ["Conv", "MatMul", "Gemm"]
-
-
-def _check_op_types(ops: list[str]) -> list[str]:
+def _check_op_types(ops: list[str] | None) -> list[str] | None:
+    if ops is None:
+        return None
     from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
 
     known = set(QDQRegistry) | set(QLinearOpsRegistry) | set(IntegerOpsRegistry)
@@ -145,7 +144,9 @@ class StaticQuant(Section):
     per_channel: bool = True
     reduce_range: bool = False
     calibration: Calibration = Calibration()
-    op_types: list[str] = OP_TYPES_DEFAULT
+    op_types: list[str] | None = Field(
+        None, description="op types to quantize; null: every type ORT can quantize, so Relu/MaxPool stay int8 "
+                          "between convolutions instead of bouncing through float")
     exclude_nodes: list[str] = []
 
     _ops = field_validator("op_types")(classmethod(lambda cls, v: _check_op_types(v)))
@@ -158,7 +159,7 @@ class DynamicQuant(Section):
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = False
     reduce_range: bool = False
-    op_types: list[str] = ["MatMul", "Gemm"]
+    op_types: list[str] | None = ["MatMul", "Gemm"]
     exclude_nodes: list[str] = []
 
     _ops = field_validator("op_types")(classmethod(lambda cls, v: _check_op_types(v)))

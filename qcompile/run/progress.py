@@ -25,7 +25,7 @@ class Reporter:
             self.console.print(f"[bold cyan]▶[/] {node.name} [dim]({node.kind})[/]")
 
     def track(self, items: Iterable[Any], total: int | None, description: str) -> Iterator[Any]:
-        if self.quiet:
+        if self.quiet or not self.console.is_terminal:
             yield from items
             return
         columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]

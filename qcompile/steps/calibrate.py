@@ -22,7 +22,7 @@ class CalibrateParams(StepParams):
     batch_size: int
     percentile: float
     symmetric: bool
-    op_types: list[str]
+    op_types: list[str] | None
 
 
 class _OneBatch:

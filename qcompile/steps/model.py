@@ -121,7 +121,7 @@ class TrainMnistCnn(Step):
             save_state_dict(model, ctx.out("weights"))
         finally:
             torch.set_num_threads(threads)
-        return {"final_loss": round(float(loss), 5), "train_samples": len(x)}
+        return {"final_loss": round(loss.item(), 5), "train_samples": len(x)}
 
 
 class OnnxFileParams(StepParams):

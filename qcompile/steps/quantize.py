@@ -42,7 +42,7 @@ class StaticParams(StepParams):
     weight_type: str
     per_channel: bool
     reduce_range: bool
-    op_types: list[str]
+    op_types: list[str] | None
     exclude_nodes: list[str]
     method: str
 
@@ -78,7 +78,7 @@ class DynamicParams(StepParams):
     weight_type: str
     per_channel: bool
     reduce_range: bool
-    op_types: list[str]
+    op_types: list[str] | None
     exclude_nodes: list[str]
 
 

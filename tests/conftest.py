@@ -1,0 +1,39 @@
+"""Shared fixtures: an isolated cache per test, and one demo build reused by the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh cache for this test (also seen by subprocesses through QCOMPILE_CACHE_DIR)."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("QCOMPILE_CACHE_DIR", str(d))
+    return d
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache for the end-to-end tests, so the demo model is trained once per test session."""
+    return tmp_path_factory.mktemp("shared-cache")
+
+
+def run_cli(*args: str, cache: Path, cwd: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``qcompile`` in a fresh process, as a user would."""
+    env = {**os.environ, "QCOMPILE_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "qcompile.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def cache_entries(cache: Path) -> list[Path]:
+    """Action records and blobs in a cache (what a failed build must not leave behind)."""
+    return sorted(p for sub in ("actions", "blobs") for p in (cache / sub).rglob("*") if p.is_file())

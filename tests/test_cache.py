@@ -1,0 +1,75 @@
+"""The content-addressed store and action cache: atomic, verified, and never trusting a damaged entry."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from qcompile.cache import ActionRecord, Cache
+from qcompile.cache.keys import StatMemo, canonical_json, digest_file
+
+
+def _blob(cache: Cache, tmp_path, content: bytes) -> str:
+    src = tmp_path / "src.bin"
+    src.write_bytes(content)
+    return cache.blobs.put(src)
+
+
+def test_canonical_json_ignores_key_order():
+    assert canonical_json({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == canonical_json({"a": [1, {"c": 3, "d": 2}], "b": 1})
+
+
+def test_put_is_content_addressed_and_idempotent(tmp_path):
+    cache = Cache(tmp_path / "c")
+    d1 = _blob(cache, tmp_path, b"hello")
+    d2 = _blob(cache, tmp_path, b"hello")
+    assert d1 == d2 == digest_file(cache.blobs.path(d1))
+    assert not list(cache.tmp.glob("blob-*")), "no temp files left behind"
+
+
+def test_tampered_blob_invalidates_the_record(tmp_path):
+    cache = Cache(tmp_path / "c")
+    d = _blob(cache, tmp_path, b"weights")
+    cache.record(ActionRecord("k" * 64, "x", {"out": d}, {}, 0.1, time.time()))
+    assert cache.lookup("k" * 64) is not None
+    p = cache.blobs.path(d)
+    os.chmod(p, 0o644)
+    p.write_bytes(b"weightz")
+    assert cache.lookup("k" * 64) is None, "a damaged blob must never be used"
+    assert not p.exists() and cache.lookup("k" * 64) is None
+
+
+def test_truncated_record_is_discarded(tmp_path):
+    cache = Cache(tmp_path / "c")
+    cache.record(ActionRecord("a" * 64, "x", {}, {"v": 1}, 0.1, time.time()))
+    path = cache.root / "actions" / "aa" / ("a" * 64 + ".json")
+    path.write_text(path.read_text()[:10])
+    assert cache.lookup("a" * 64) is None and not path.exists()
+
+
+def test_copy_out_detects_corruption(tmp_path):
+    cache = Cache(tmp_path / "c")
+    d = _blob(cache, tmp_path, b"model bytes")
+    p = cache.blobs.path(d)
+    os.chmod(p, 0o644)
+    p.write_bytes(b"evil bytes!")
+    dest = tmp_path / "out" / "model.onnx"
+    try:
+        cache.blobs.copy_out(d, dest)
+    except Exception as e:
+        assert type(e).__name__ == "CorruptBlob"
+    else:
+        raise AssertionError("corruption not detected")
+    assert not dest.exists()
+
+
+def test_stat_memo_rehashes_only_changed_files(tmp_path):
+    memo = StatMemo(tmp_path / "memo")
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * 1000)
+    d1 = memo.digest(f)
+    assert memo.digest(f) == d1
+    time.sleep(0.01)
+    f.write_bytes(b"b" * 1000)
+    d2 = memo.digest(f)
+    assert d2 != d1 and d2 == digest_file(f)

@@ -1,0 +1,112 @@
+"""End to end: the demo recipe builds a real INT8 model, then rebuilds from cache without torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def demo(shared_cache, tmp_path_factory):
+    """The demo built once through the CLI (the first test to need it pays for training)."""
+    work = tmp_path_factory.mktemp("demo")
+    proc = run_cli("build", "hydra.run.dir=first", cache=shared_cache, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, json.loads((work / "first" / "report.json").read_text())
+
+
+def test_demo_report(demo):
+    work, rep = demo
+    m = rep["metrics"]
+    assert rep["status"] == "ok" and len(rep["build_id"]) == 16
+    assert m["fp32"]["accuracy"] > 0.93, "the demo CNN must really learn MNIST"
+    assert rep["accuracy_drop"] <= 0.01, "INT8 within 1 point of FP32"
+    assert rep["fidelity"]["top1_agreement"] > 0.97
+    assert m["int8"]["size_bytes"] < m["fp32"]["size_bytes"] / 3
+    for variant in ("fp32", "int8"):
+        assert set(m[variant]["latency_ms"]) == {"1", "8"}
+        lat = m[variant]["latency_ms"]["1"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert {s["status"] for s in rep["steps"]} == {"ran"}
+    for a in rep["artifacts"]:
+        assert (work / "first" / a["path"]).stat().st_size == a["size_bytes"]
+    assert (work / "first" / "report.md").read_text().startswith("# qcompile build")
+    lock = json.loads((work / "first" / "qcompile.lock.json").read_text())
+    assert lock["build_id"] == rep["build_id"] and set(lock["nodes"]) == {s["name"] for s in rep["steps"]}
+
+
+def test_int8_model_is_really_quantized(demo):
+    import onnx
+
+    work, _ = demo
+    ops = {n.op_type for n in onnx.load(str(work / "first" / "artifacts" / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    fp32 = onnx.load(str(work / "first" / "artifacts" / "model.fp32.onnx"))
+    assert not (work / "first" / "artifacts" / "model.fp32.onnx.data").exists(), "one self-contained file"
+    dim = fp32.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param and not dim.dim_value, "batch axis is dynamic"
+
+
+def test_rebuild_is_fully_cached_without_torch(demo, shared_cache):
+    work, first = demo
+    proc = run_cli("build", "hydra.run.dir=second", cache=shared_cache, cwd=work,
+                   extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
+    assert "torch" not in imported and "onnxruntime" not in imported
+    rep = json.loads((work / "second" / "report.json").read_text())
+    assert {s["status"] for s in rep["steps"]} == {"cached"}
+    assert rep["build_id"] == first["build_id"]
+    assert sum(s["seconds"] for s in rep["steps"]) < 1.0
+
+
+def test_quant_option_change_reruns_only_quantization(demo, shared_cache):
+    work, _ = demo
+    proc = run_cli("build", "hydra.run.dir=perchannel", "quant.per_channel=false", cache=shared_cache, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = {s["name"]: s["status"] for s in json.loads((work / "perchannel" / "report.json").read_text())["steps"]}
+    assert status == {"data": "cached", "train": "cached", "export": "cached", "optimize": "cached",
+                      "calibrate": "cached", "quantize": "ran", "evaluate": "ran", "benchmark": "ran"}
+
+
+def test_calibration_change_keeps_export_cached(demo, shared_cache):
+    work, _ = demo
+    proc = run_cli("build", "hydra.run.dir=entropy", "quant.calibration.method=entropy", cache=shared_cache, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = {s["name"]: s["status"] for s in json.loads((work / "entropy" / "report.json").read_text())["steps"]}
+    assert status["export"] == status["train"] == status["data"] == "cached"
+    assert status["calibrate"] == status["quantize"] == "ran"
+
+
+def test_plan_shows_keys_and_status(demo, shared_cache):
+    work, first = demo
+    proc = run_cli("plan", "quant.calibration.method=percentile", cache=shared_cache, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    lines = {ln.split("│")[1].strip(): ln for ln in proc.stdout.splitlines() if ln.count("│") > 3}
+    assert "cached" in lines["export"] and "will run" in lines["calibrate"] and "after inputs" in lines["quantize"]
+    export_key = next(s["key"] for s in first["steps"] if s["name"] == "export")
+    assert export_key[:12] in lines["export"]
+
+
+def test_gate_failure_exits_3_with_report(demo, shared_cache):
+    work, _ = demo
+    # Ranges clipped at the 50th percentile of each activation wreck the model: the default 1-point gate trips.
+    proc = run_cli("build", "hydra.run.dir=gate", "quant.calibration.method=percentile",
+                   "quant.calibration.percentile=50", cache=shared_cache, cwd=work)
+    rep = json.loads((work / "gate" / "report.json").read_text())
+    assert rep["accuracy_drop"] > 0.01
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "max_accuracy_drop" in proc.stderr and "Traceback" not in proc.stderr
+    assert rep["status"] == "gate_failed" and rep["gates"]
+
+
+def test_existing_build_dir_is_never_overwritten(demo, shared_cache):
+    work, _ = demo
+    before = (work / "first" / "report.json").read_bytes()
+    proc = run_cli("build", "hydra.run.dir=first", cache=shared_cache, cwd=work)
+    assert proc.returncode == 2 and "already holds a build" in proc.stderr
+    assert (work / "first" / "report.json").read_bytes() == before

@@ -1,0 +1,86 @@
+"""Recipes compose with Hydra and validate with pydantic; mistakes name the key, once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import qcompile
+from qcompile.errors import BadInput
+from qcompile.recipe.schema import recipe_json_schema
+
+from .conftest import REPO
+
+
+def test_demo_recipe_composes_and_resolves_fast_defaults():
+    r = qcompile.load_recipe("demo")
+    assert r.model.kind == "mnist_cnn" and r.data.kind == "mnist" and r.quant.kind == "static"
+    plan = qcompile.compile_plan(r)
+    q = plan.node("quantize").params
+    # On x86 ORT CPU the fast choice is uint8 activations with int8 weights, QDQ.
+    assert q.activation_type == "uint8" and q.weight_type == "int8" and q.format == "qdq"
+    assert [n.name for n in plan.order()] == ["data", "train", "export", "optimize", "calibrate", "quantize",
+                                              "evaluate", "benchmark"]
+
+
+def test_resnet50_recipe_and_overrides():
+    r = qcompile.load_recipe("resnet50_ort_cpu", ["quant.per_channel=false", "bench.batch_sizes=[1,4]"])
+    assert r.model.name == "resnet50" and r.quant.per_channel is False and r.bench.batch_sizes == [1, 4]
+
+
+def test_user_config_dir(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "tiny.yaml").write_text("kind: torchvision\nname: resnet18\nnum_classes: 10\n")
+    (tmp_path / "mine.yaml").write_text(
+        "defaults: [base, {model: tiny}, {data: synthetic}, {quant: int8_static}, {target: ort_cpu}, _self_]\n"
+        "name: mine\n")
+    r = qcompile.load_recipe("mine", [], config_dir=tmp_path)
+    assert r.name == "mine" and r.model.num_classes == 10
+
+
+@pytest.mark.parametrize("overrides, key, fragment", [
+    (["+model.foo=1"], "model.foo", "unknown key"),
+    (["quant.calibration.samples=abc"], "quant.calibration.samples", "integer"),
+    (["quant.calibration.batch_size=0"], "quant.calibration.batch_size", "greater than 0"),
+    (["quant.calibration.samples=4500"], "quant.calibration.samples", "4000"),
+    (["quant.op_types=[Conv,Convolution]"], "quant.op_types", "Convolution"),
+    (["quant.format=qint8"], "quant.format", "not one of: qdq, qoperator"),
+    (["model=resnet50", "model.name=resnet51", "data=synthetic"], "model.name", "did you mean resnet50"),
+    (["model=resnet18", "model.weights=/no/such/weights.pt", "data=synthetic"], "model.weights", "not found"),
+    (["data.kind=imagenet"], "data", "mnist, synthetic, npz"),
+])
+def test_bad_recipe_names_the_key(overrides, key, fragment):
+    with pytest.raises(BadInput) as e:
+        qcompile.load_recipe("demo", overrides)
+    msg = str(e.value)
+    assert msg.startswith(f"{key}:"), msg
+    assert fragment in msg
+    assert len(msg.splitlines()) == 1, f"one root cause, not a cascade: {msg}"
+
+
+def test_unknown_group_option_is_bad_input():
+    with pytest.raises(BadInput, match="resnet51"):
+        qcompile.load_recipe("demo", ["model=resnet51"])
+
+
+def test_schema_file_is_current():
+    committed = json.loads((REPO / "schemas" / "recipe.schema.json").read_text())
+    assert committed == recipe_json_schema(), "schemas/recipe.schema.json is stale: run `qcompile schema`"
+
+
+def test_torchvision_names_match_installed_torchvision():
+    import torchvision
+
+    from qcompile.recipe.torchvision_names import TORCHVISION_CLASSIFIERS
+
+    assert list(TORCHVISION_CLASSIFIERS) == torchvision.models.list_models(module=torchvision.models)
+
+
+def test_planning_does_not_import_torch():
+    code = ("import sys, qcompile; qcompile.compile_plan(qcompile.load_recipe('demo')); "
+            "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
