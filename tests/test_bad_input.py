@@ -1,0 +1,107 @@
+"""Bad input through the CLI: exit 2, one short message naming the key or file, no traceback, empty cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import cache_entries, run_cli
+
+
+@pytest.fixture
+def user_recipes(tmp_path):
+    """A user's recipe folder with an ONNX-file model group and an npz data group."""
+    d = tmp_path / "recipes"
+    (d / "model").mkdir(parents=True)
+    (d / "data").mkdir()
+    (d / "model" / "my_onnx.yaml").write_text(f"kind: onnx\npath: {tmp_path}/model.onnx\ninput_shape: [1, 28, 28]\n")
+    (d / "data" / "my_npz.yaml").write_text(f"kind: npz\npath: {tmp_path}/data.npz\neval_samples: 4\n")
+    (d / "mine.yaml").write_text(
+        "defaults: [base, {model: my_onnx}, {data: my_npz}, {quant: int8_static}, {target: ort_cpu}, _self_]\n"
+        "name: mine\nquant: {calibration: {samples: 8, batch_size: 4}}\n")
+    return d
+
+
+def _assert_bad_input(proc, *fragments, cache):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    for f in fragments:
+        assert f in proc.stderr, proc.stderr
+    assert cache_entries(cache) == [], "a rejected build leaves nothing in the cache"
+    assert not list((cache / "tmp").glob("run-*")) if (cache / "tmp").exists() else True
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["+model.foo=1"], ["model.foo", "unknown key"]),
+    (["quant.calibration.samples=lots"], ["quant.calibration.samples"]),
+    (["quant.calibration.samples=4500"], ["quant.calibration.samples", "4000"]),
+    (["quant.calibration.batch_size=0"], ["quant.calibration.batch_size"]),
+    (["quant.op_types=[Conv,Foo]"], ["quant.op_types", "Foo"]),
+    (["model=resnet50", "model.name=resnet5", "data=synthetic"], ["model.name", "resnet50"]),
+    (["model=resnet18", "model.weights=missing.pt", "data=synthetic"], ["model.weights", "missing.pt"]),
+    (["model=resnet51"], ["resnet51"]),
+    (["quant.nonexistent=1"], ["nonexistent"]),
+])
+def test_bad_recipe(args, fragments, cache_dir, tmp_path):
+    proc = run_cli("build", *args, cache=cache_dir, cwd=tmp_path)
+    _assert_bad_input(proc, *fragments, cache=cache_dir)
+    assert not (tmp_path / "qcompile-out").exists() or not any((tmp_path / "qcompile-out").rglob("report.json"))
+
+
+def test_corrupt_onnx_file(user_recipes, cache_dir, tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07this is not a protobuf at all" * 10)
+    np.savez(tmp_path / "data.npz", x=np.zeros((20, 1, 28, 28), np.float32))
+    proc = run_cli("build", "--config-dir", str(user_recipes), "--config-name", "mine", cache=cache_dir, cwd=tmp_path)
+    _assert_bad_input(proc, "model.path", "model.onnx", "not a valid ONNX model", cache=cache_dir)
+
+
+def _export_tiny_onnx(path):
+    """A real (if tiny) classifier graph: Flatten -> Gemm, built with onnx.helper."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((784, 10)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(10, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
+         helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], name="fc")], "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], [w, b])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("n, key", [(0, "holds no samples"), (6, "quant.calibration.samples")])
+def test_empty_or_too_small_calibration_data(n, key, user_recipes, cache_dir, tmp_path):
+    _export_tiny_onnx(tmp_path / "model.onnx")
+    np.savez(tmp_path / "data.npz", x=np.zeros((n, 1, 28, 28), np.float32))
+    proc = run_cli("build", "--config-dir", str(user_recipes), "--config-name", "mine", cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and key in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    # The user's ONNX model was checked and stored before the data step failed; the data step left nothing.
+    kinds = [json.loads(p.read_text())["kind"] for p in (cache_dir / "actions").rglob("*.json")]
+    assert kinds == ["model.onnx"]
+
+
+def test_state_dict_that_does_not_fit(cache_dir, tmp_path):
+    import torch
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "r18.pt")
+    proc = run_cli("build", "model=resnet18", "model.weights=r18.pt", "data=synthetic", cache=cache_dir, cwd=tmp_path)
+    _assert_bad_input(proc, "model.weights", "does not fit", "fc.weight", cache=cache_dir)
+
+
+def test_weights_file_that_is_not_a_state_dict(cache_dir, tmp_path):
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    proc = run_cli("build", "model=resnet18", "model.weights=junk.pt", "data=synthetic", cache=cache_dir, cwd=tmp_path)
+    _assert_bad_input(proc, "model.weights", "junk.pt", cache=cache_dir)
+
+
+def test_unknown_exclude_node_names_the_key(cache_dir, tmp_path, user_recipes):
+    _export_tiny_onnx(tmp_path / "model.onnx")
+    np.savez(tmp_path / "data.npz", x=np.random.default_rng(0).standard_normal((20, 1, 28, 28)).astype(np.float32))
+    proc = run_cli("build", "--config-dir", str(user_recipes), "--config-name", "mine",
+                   "quant.exclude_nodes=[no_such_node]", cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and "quant.exclude_nodes" in proc.stderr and "Traceback" not in proc.stderr
