@@ -57,17 +57,18 @@ def publish(plan: Plan, outcomes: list[StepOutcome], cache: Cache, out_dir: Path
 
 
 def build(recipe: Recipe, out_dir: str | Path, cache: Cache | None = None,
-          reporter: Reporter | None = None, check_gates: bool = True) -> BuildResult:
+          reporter: Reporter | None = None, check_gates: bool = True, plan: Plan | None = None) -> BuildResult:
     """Build ``recipe`` into ``out_dir``; raises ``GateFailed`` (after writing the report) when a gate fails.
 
-    ``out_dir`` must not already hold a build: a finished build is never overwritten.
+    ``out_dir`` must not already hold a build: a finished build is never overwritten. ``plan`` replaces the
+    recipe's compiled plan (``reproduce`` passes the one recorded in a lockfile).
     """
     out_dir = Path(out_dir)
     if (out_dir / "report.json").exists():
         raise BadInput(f"{out_dir} already holds a build; choose another output directory")
     cache = cache or Cache()
     reporter = reporter or Reporter()
-    plan = compile_plan(recipe)
+    plan = plan or compile_plan(recipe)
     outcomes = execute(plan, cache, reporter)
     out_dir.mkdir(parents=True, exist_ok=True)
     arts = publish(plan, outcomes, cache, out_dir)
@@ -75,6 +76,7 @@ def build(recipe: Recipe, out_dir: str | Path, cache: Cache | None = None,
     lock = make_lock(recipe, plan, outcomes)
     report = make_report(lock, outcomes, arts, sizes)
     _write_json(out_dir / LOCK_NAME, lock)
+    cache.register_build(lock["build_id"], out_dir / LOCK_NAME)
     write_markdown(report, out_dir / "report.md")
     _write_json(out_dir / "report.json", report)  # last: its presence marks a finished build
     reporter.summary(outcomes, title=f"build {lock['build_id']} → {out_dir}")

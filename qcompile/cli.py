@@ -42,7 +42,14 @@ def _task(cfg) -> None:
         recipe = validate(to_container(cfg))
         result = build(recipe, out)
         _print_outcome(result)
-    except QcompileError as e:
+    except Exception as e:
+        if not isinstance(e, QcompileError):
+            if not multirun:
+                raise
+            import traceback
+
+            traceback.print_exc()
+            e = QcompileError(f"{type(e).__name__}: {e}")
         code = _fail(e)
         if multirun:
             from .report.sweep import record_failure
@@ -95,7 +102,9 @@ def cmd_build(argv: list[str]) -> int:
         return 2 if code == 1 and not _task_started else code
     finally:
         sys.argv = saved
-    return 0
+    from .report import sweep
+
+    return sweep.LAST_SWEEP_EXIT_CODE  # 0 after a single build or an all-green sweep
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -145,6 +154,88 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .run.reproduce import explain, reproduce
+
+    res = reproduce(args.lockfile, args.out)
+    table = Table(title=f"reproduce {res.build_id} → {res.out_dir}", title_justify="left")
+    for col in ("step", "kind", "key", "outputs"):
+        table.add_column(col)
+    colors = {"same": "green", "expected": "yellow", "differs": "red", "missing": "red"}
+    for n in res.nodes:
+        label = {"expected": "differ (a measurement)", "same": "identical"}.get(n.status, n.status)
+        table.add_row(n.name, n.kind, "same" if n.key_same else "changed", f"[{colors[n.status]}]{label}[/]")
+    Console().print(table)
+    for k, (a, b) in res.env_changes.items():
+        err.print(f"environment: {k}: {a} (lockfile) -> {b} (now)")
+    first = res.first_difference
+    if first is None:
+        Console().print(f"reproduced: every deterministic artifact of {res.build_id} is identical")
+        return 0
+    err.print(f"[bold red]not reproduced:[/] first differing step is {first.name} ({first.kind}): {explain(first)}")
+    return 4
+
+
+def cmd_checkout(args: argparse.Namespace) -> int:
+    from .run.reproduce import checkout
+
+    for p in checkout(args.build_id, args.dir):
+        Console().print(str(p))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.sweep import write_sweep_report
+
+    d = Path(args.multirun_dir)
+    if not d.is_dir():
+        raise BadInput(f"not a folder: {d}")
+    for p in write_sweep_report(d).values():
+        Console().print(str(p))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    import datetime
+
+    from .cache import Cache
+    from .cache import manage
+
+    cache = Cache()
+    out = Console()
+    if args.action == "info":
+        for k, v in manage.info(cache).items():
+            out.print(f"{k:>9}: {v}")
+    elif args.action == "ls":
+        fmt = lambda t: datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+        if args.failed:
+            for f in manage.list_failures(cache):
+                out.print(f"{f['key'][:12]}  {f['kind']:<24} {fmt(f['time'])}  {f['error'].splitlines()[-1][:100]}")
+        elif args.builds:
+            for _, b in cache.iter_builds():
+                out.print(f"{b['build_id']}  {fmt(b['time'])}  {', '.join(b['lockfiles'])}")
+        else:
+            for r in manage.list_records(cache):
+                out.print(f"{r['key'][:12]}  {r['kind']:<24} {r['bytes']:>12,} B  used {fmt(r['last_used'])}")
+    elif args.action == "verify":
+        checked, problems = manage.verify(cache)
+        for p in problems:
+            err.print(p)
+        out.print(f"verified {checked} blobs: {len(problems)} problem(s)")
+        return 1 if problems else 0
+    elif args.action == "gc":
+        if args.older_than is None and args.max_size is None and not args.tmp_only:
+            raise BadInput("say what to collect: --older-than DAYS and/or --max-size SIZE (or --tmp-only)")
+        res = manage.gc(cache, args.older_than, manage.parse_size(args.max_size) if args.max_size else None,
+                        include_kept=args.include_kept, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        out.print(f"{verb} {res.removed_records} records, {res.removed_blobs} blobs ({res.freed_bytes:,} B), "
+                  f"{res.removed_tmp} scratch entries; kept {res.kept_builds} builds with lockfiles on disk")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qcompile", description="Declarative compiler for quantized model deployment.")
     sub = p.add_subparsers(dest="verb", required=True)
@@ -154,6 +245,23 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="write the recipe JSON Schema")
     s.add_argument("--out", default="schemas/recipe.schema.json")
     s.add_argument("--check", action="store_true", help="exit 1 when the file is stale")
+    r = sub.add_parser("reproduce", help="rebuild from a lockfile and compare every digest (exit 4 if they differ)")
+    r.add_argument("lockfile")
+    r.add_argument("--out", help="output folder (default: a new temp folder)")
+    c = sub.add_parser("checkout", help="copy a build's artifacts from the cache by build id")
+    c.add_argument("build_id")
+    c.add_argument("dir")
+    rp = sub.add_parser("report", help="sweep table (md, csv) and Pareto plot of a multirun folder")
+    rp.add_argument("multirun_dir")
+    k = sub.add_parser("cache", help="inspect and clean the cache")
+    k.add_argument("action", choices=["ls", "info", "verify", "gc"])
+    k.add_argument("--failed", action="store_true", help="ls: failed steps and their errors")
+    k.add_argument("--builds", action="store_true", help="ls: builds by id, with their lockfiles")
+    k.add_argument("--older-than", type=float, metavar="DAYS", help="gc: records unused for this many days")
+    k.add_argument("--max-size", metavar="SIZE", help="gc: shrink to this size, least recently used first (e.g. 5GB)")
+    k.add_argument("--include-kept", action="store_true", help="gc: also what kept lockfiles need")
+    k.add_argument("--tmp-only", action="store_true", help="gc: only scratch left by killed builds")
+    k.add_argument("--dry-run", action="store_true")
     return p
 
 
@@ -164,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         code = cmd_build(argv[1:])
     else:
         args = make_parser().parse_args(argv)
-        handlers = {"plan": cmd_plan, "schema": cmd_schema}
+        handlers = {"plan": cmd_plan, "schema": cmd_schema, "reproduce": cmd_reproduce, "checkout": cmd_checkout,
+                    "report": cmd_report, "cache": cmd_cache}
         try:
             code = handlers[args.verb](args)
         except QcompileError as e:

@@ -26,6 +26,17 @@ def shared_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("shared-cache")
 
 
+@pytest.fixture(scope="session")
+def demo(shared_cache, tmp_path_factory):
+    """The demo built once through the CLI into the shared cache: (work dir, report of ``work/first``)."""
+    import json
+
+    work = tmp_path_factory.mktemp("demo")
+    proc = run_cli("build", "hydra.run.dir=first", cache=shared_cache, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, json.loads((work / "first" / "report.json").read_text())
+
+
 def run_cli(*args: str, cache: Path, cwd: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``qcompile`` in a fresh process, as a user would."""
     env = {**os.environ, "QCOMPILE_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **(extra_env or {})}

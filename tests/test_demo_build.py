@@ -5,18 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from .conftest import run_cli
-
-
-@pytest.fixture(scope="module")
-def demo(shared_cache, tmp_path_factory):
-    """The demo built once through the CLI (the first test to need it pays for training)."""
-    work = tmp_path_factory.mktemp("demo")
-    proc = run_cli("build", "hydra.run.dir=first", cache=shared_cache, cwd=work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return work, json.loads((work / "first" / "report.json").read_text())
 
 
 def test_demo_report(demo):

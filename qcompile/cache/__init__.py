@@ -56,7 +56,7 @@ class Cache:
         self.blobs = BlobStore(self.root / "blobs", self.tmp)
         self.memo = StatMemo(self.root / "memo")
 
-    def _action_path(self, key: str) -> Path:
+    def action_path(self, key: str) -> Path:
         return self.root / "actions" / key[:2] / f"{key}.json"
 
     def lock(self, key: str) -> FileLock:
@@ -67,7 +67,7 @@ class Cache:
 
     def lookup(self, key: str, verify: bool = True) -> ActionRecord | None:
         """The record for ``key`` when it and all its blobs are intact; a damaged record is discarded."""
-        p = self._action_path(key)
+        p = self.action_path(key)
         try:
             raw = json.loads(p.read_text())
             rec = ActionRecord(**raw)
@@ -86,9 +86,16 @@ class Cache:
                 return None
         return rec
 
+    def touch(self, key: str) -> None:
+        """Mark a record as just used (its mtime), so ``gc --older-than`` keeps what builds still use."""
+        try:
+            os.utime(self.action_path(key))
+        except OSError:
+            pass
+
     def record(self, rec: ActionRecord) -> None:
         """Write an action record atomically; its blobs must already be in the store."""
-        p = self._action_path(rec.key)
+        p = self.action_path(rec.key)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
         tmp.write_text(canonical_json(rec.__dict__))
@@ -120,7 +127,42 @@ class Cache:
                 continue
 
     def remove_action(self, key: str) -> None:
-        self._action_path(key).unlink(missing_ok=True)
+        self.action_path(key).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ builds (lockfiles by build id)
+    def register_build(self, build_id: str, lockfile: Path) -> None:
+        """Store a build's lockfile as a blob and index it by build id (for ``checkout`` and ``gc``)."""
+        digest = self.blobs.put(lockfile)
+        p = self.root / "builds" / f"{build_id}.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            entry = json.loads(p.read_text())
+        except (OSError, ValueError):
+            entry = {"lockfiles": []}
+        paths = {str(Path(x)) for x in entry.get("lockfiles", [])} | {str(Path(lockfile).resolve())}
+        entry = {"build_id": build_id, "lock": digest, "lockfiles": sorted(paths), "time": time.time()}
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entry, indent=2))
+        os.replace(tmp, p)
+
+    def find_build(self, build_id: str) -> dict[str, Any] | None:
+        """The build index entry for ``build_id`` (a unique prefix works too)."""
+        d = self.root / "builds"
+        matches = sorted(d.glob(f"{build_id}*.json")) if d.is_dir() and build_id else []
+        if len(matches) != 1:
+            return None
+        try:
+            return json.loads(matches[0].read_text())
+        except (OSError, ValueError):
+            return None
+
+    def iter_builds(self):
+        d = self.root / "builds"
+        for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+            try:
+                yield p, json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
 
 
 __all__ = ["Cache", "ActionRecord", "CorruptBlob", "default_cache_dir"]

@@ -32,6 +32,8 @@ def make_lock(recipe: Recipe, plan: Plan, outcomes: list[StepOutcome]) -> dict[s
                        for slot, ref in node.inputs.items()},
             "outputs": o.outputs,
             "env": o.env,
+            "publish": node.publish,
+            "gate": node.gate,
         }
     recipe_json = recipe.model_dump(mode="json")
     build_id = digest_json({"recipe": recipe_json,
@@ -44,6 +46,23 @@ def make_lock(recipe: Recipe, plan: Plan, outcomes: list[StepOutcome]) -> dict[s
         "env": env_fingerprint(("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy"), host=True),
         "nodes": nodes,
     }
+
+
+def plan_from_lock(lock: dict[str, Any]) -> Plan:
+    """The exact step graph a lockfile recorded, independent of how this qcompile would compile the recipe."""
+    from ..graph import Node, Ref
+    from ..steps.base import get_step
+
+    plan = Plan()
+    try:
+        for name, n in lock["nodes"].items():
+            step = get_step(n["kind"])
+            inputs = {slot: Ref(*i["from"].split(".", 1)) for slot, i in n["inputs"].items()}
+            plan.add(Node(name, n["kind"], step.Params.model_validate(n["params"]), inputs,
+                          publish=n.get("publish", {}), gate=n.get("gate", {})))
+    except (KeyError, ValueError, TypeError) as e:
+        raise BadInput(f"lockfile node {name!r} cannot be rebuilt by this qcompile: {str(e).splitlines()[0]}") from None
+    return plan
 
 
 def read_lock(path: Path) -> dict[str, Any]:
@@ -60,4 +79,7 @@ def read_lock(path: Path) -> dict[str, Any]:
     for field in ("recipe", "nodes", "build_id"):
         if field not in lock:
             raise BadInput(f"{path}: lockfile has no {field!r}")
+    if lock.get("schema_version") != SCHEMA_VERSION:
+        raise BadInput(f"{path}: recipe schema version {lock.get('schema_version')!r} is unknown to this qcompile "
+                       f"(it reads {SCHEMA_VERSION})")
     return lock

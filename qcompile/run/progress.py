@@ -24,6 +24,10 @@ class Reporter:
         if not self.quiet:
             self.console.print(f"[bold cyan]▶[/] {node.name} [dim]({node.kind})[/]")
 
+    def waiting(self, node: Node) -> None:
+        if not self.quiet:
+            self.console.print(f"[dim]… {node.name}: another build is running this step; waiting to reuse it[/]")
+
     def track(self, items: Iterable[Any], total: int | None, description: str) -> Iterator[Any]:
         if self.quiet or not self.console.is_terminal:
             yield from items

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from filelock import Timeout
 
 from ..cache import ActionRecord, Cache
 from ..cache.keys import digest_json, env_fingerprint
@@ -110,19 +113,36 @@ def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[
         t0 = time.perf_counter()
         rec = cache.lookup(key)
         if rec is None:
-            with cache.lock(key):
+            with _locked(cache, key, node, reporter):
                 # Another process may have finished this key while we waited for the lock.
                 rec = cache.lookup(key)
                 if rec is None:
                     reporter.start(node)
                     rec = _run(node, step, key, digests, cache, reporter, outcome)
                     outcome.status = "ran"
+        else:
+            cache.touch(key)
         outcome.seconds = time.perf_counter() - t0
         outcome.outputs, outcome.result = rec.outputs, rec.result
         if node.gate:
             outcome.gate_error = step.check(rec.result, node.gate)
         reporter.finish(outcome)
     return list(done.values())
+
+
+@contextmanager
+def _locked(cache: Cache, key: str, node: Node, reporter: Reporter):
+    """Hold the key's lock; say so when another build holds it, since the wait can be long."""
+    lock = cache.lock(key)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        reporter.waiting(node)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _run(node: Node, step: Step, key: str, digests: dict[str, str], cache: Cache,

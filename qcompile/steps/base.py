@@ -60,6 +60,8 @@ class Step:
     file_fields: ClassVar[tuple[str, ...]] = ()
     # True when the output measures this machine (latency): the CPU model then enters the key.
     host_dependent: ClassVar[bool] = False
+    # False for measurements (latency): a rebuild is expected to give other bytes, and reproduce says so.
+    deterministic: ClassVar[bool] = True
 
     def run(self, ctx: StepContext, params: Any) -> dict[str, Any]:
         """Produce every declared output under ``ctx.workdir``; return small JSON-able results."""

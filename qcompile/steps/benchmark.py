@@ -35,6 +35,7 @@ class OrtBenchmark(Step):
     outputs = {"latency": "latency.json"}
     libraries = ("onnxruntime", "numpy")
     host_dependent = True
+    deterministic = False
 
     def run(self, ctx: StepContext, p: BenchmarkParams) -> dict[str, Any]:
         import numpy as np

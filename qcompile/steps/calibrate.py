@@ -7,6 +7,7 @@ so memory stays at one batch of intermediate tensors instead of all of them (Res
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -39,6 +40,7 @@ class _OneBatch:
 @register
 class OrtCalibrate(Step):
     kind = "calibrate.ort"
+    version = 2  # 2: calibration.json written with sorted keys
     Params = CalibrateParams
     inputs = ("model", "data")
     outputs = {"ranges": "calibration.json"}
@@ -62,5 +64,9 @@ class OrtCalibrate(Step):
         for a, b in ctx.track(spans, len(spans), f"calibrate ({p.method})"):
             calibrator.collect_data(_OneBatch({name: x[a:b]}))
         ranges = calibrator.compute_data()
-        save_tensors_data(ranges, ctx.out("ranges"))
+        out = ctx.out("ranges")
+        save_tensors_data(ranges, out)
+        # ORT writes tensors in set-iteration order, which changes with the process's hash seed: sort the keys
+        # so equal ranges always give equal bytes (and a reproduced build the same digest).
+        out.write_text(json.dumps(json.loads(out.read_text()), sort_keys=True))
         return {"tensors": len(ranges.data), "samples": len(x), "method": p.method}

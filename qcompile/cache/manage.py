@@ -1,0 +1,167 @@
+"""Cache housekeeping: list, summarise, verify and garbage-collect.
+
+gc never deletes what a kept lockfile needs: a build stays kept while its ``qcompile.lock.json`` still exists
+on disk (delete the build folder to release it), unless ``include_kept`` is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import Cache
+
+STALE_TMP_SECONDS = 3600  # younger scratch files may belong to a build that is running now
+
+
+@dataclass
+class GcResult:
+    removed_records: int = 0
+    removed_blobs: int = 0
+    freed_bytes: int = 0
+    kept_builds: int = 0
+    dropped_builds: int = 0
+    removed_tmp: int = 0
+    details: list[str] = field(default_factory=list)
+
+
+def blob_size(cache: Cache, digest: str) -> int:
+    try:
+        return cache.blobs.path(digest).stat().st_size
+    except OSError:
+        return 0
+
+
+def list_records(cache: Cache) -> list[dict[str, Any]]:
+    """Every action record with its size and last use, newest first."""
+    rows = []
+    for rec in cache.iter_actions():
+        p = cache.action_path(rec.key)
+        rows.append({"key": rec.key, "kind": rec.kind, "created": rec.created, "seconds": rec.seconds,
+                     "last_used": p.stat().st_mtime if p.exists() else rec.created,
+                     "bytes": sum(blob_size(cache, d) for d in rec.outputs.values())})
+    return sorted(rows, key=lambda r: r["last_used"], reverse=True)
+
+
+def list_failures(cache: Cache) -> list[dict[str, Any]]:
+    d = cache.root / "failures"
+    out = []
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def info(cache: Cache) -> dict[str, Any]:
+    """Counts and sizes of what the cache holds."""
+    digests = list(cache.blobs.iter_digests())
+    return {"root": str(cache.root), "records": sum(1 for _ in cache.iter_actions()), "blobs": len(digests),
+            "bytes": sum(blob_size(cache, d) for d in digests), "builds": sum(1 for _ in cache.iter_builds()),
+            "failures": len(list_failures(cache))}
+
+
+def verify(cache: Cache) -> tuple[int, list[str]]:
+    """Re-hash every blob; remove damaged ones and the records that point to them. Returns (checked, problems)."""
+    problems = []
+    checked = 0
+    for digest in list(cache.blobs.iter_digests()):
+        checked += 1
+        if not cache.blobs.verify(digest):
+            problems.append(f"blob {digest[:16]} was damaged and is removed")
+    for rec in list(cache.iter_actions()):
+        if any(not cache.blobs.has(d) for d in rec.outputs.values()):
+            cache.remove_action(rec.key)
+            problems.append(f"record {rec.key[:12]} ({rec.kind}) lost an output and is removed; the next build reruns it")
+    return checked, problems
+
+
+def _kept_builds(cache: Cache, result: GcResult, dry_run: bool) -> tuple[set[str], set[str]]:
+    """(action keys, blob digests) that kept lockfiles need; index entries of deleted builds are dropped."""
+    keys: set[str] = set()
+    blobs: set[str] = set()
+    for path, entry in list(cache.iter_builds()):
+        alive = [p for p in entry.get("lockfiles", []) if Path(p).is_file()]
+        if not alive:
+            result.dropped_builds += 1
+            if not dry_run:
+                path.unlink(missing_ok=True)
+            continue
+        result.kept_builds += 1
+        blobs.add(entry["lock"])
+        try:
+            lock = json.loads(Path(alive[0]).read_text())
+        except (OSError, ValueError):
+            continue
+        for node in lock.get("nodes", {}).values():
+            keys.add(node.get("key"))
+            blobs.update(node.get("outputs", {}).values())
+    return keys, blobs
+
+
+def gc(cache: Cache, older_than_days: float | None = None, max_bytes: int | None = None,
+       include_kept: bool = False, dry_run: bool = False) -> GcResult:
+    """Remove records unused for ``older_than_days`` and/or least-recently-used ones beyond ``max_bytes``,
+    then blobs nothing references and stale scratch files."""
+    result = GcResult()
+    kept_keys, kept_blobs = (set(), set()) if include_kept else _kept_builds(cache, result, dry_run)
+    now = time.time()
+    records = list_records(cache)
+    doomed: set[str] = set()
+    if older_than_days is not None:
+        doomed |= {r["key"] for r in records if now - r["last_used"] > older_than_days * 86400}
+    if max_bytes is not None:
+        total = info(cache)["bytes"]
+        for r in reversed(records):  # least recently used first
+            if total <= max_bytes:
+                break
+            if r["key"] not in doomed:
+                doomed.add(r["key"])
+                total -= r["bytes"]
+    doomed -= kept_keys
+    for key in doomed:
+        result.removed_records += 1
+        if not dry_run:
+            cache.remove_action(key)
+    live: set[str] = set(kept_blobs)
+    for rec in cache.iter_actions():
+        if dry_run and rec.key in doomed:
+            continue
+        live.update(rec.outputs.values())
+    for _, entry in cache.iter_builds():
+        live.add(entry.get("lock", ""))
+    for digest in list(cache.blobs.iter_digests()):
+        p = cache.blobs.path(digest)
+        young = now - p.stat().st_mtime < STALE_TMP_SECONDS  # a running build may not have recorded it yet
+        if digest not in live and not young:
+            result.removed_blobs += 1
+            result.freed_bytes += blob_size(cache, digest)
+            if not dry_run:
+                cache.blobs.remove(digest)
+    result.removed_tmp = _clean_tmp(cache, now, dry_run)
+    return result
+
+
+def _clean_tmp(cache: Cache, now: float, dry_run: bool) -> int:
+    """Scratch left by killed builds (run dirs, half-written blobs), once old enough to be surely dead."""
+    n = 0
+    for p in cache.tmp.iterdir() if cache.tmp.is_dir() else []:
+        if now - p.stat().st_mtime > STALE_TMP_SECONDS:
+            n += 1
+            if not dry_run:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return n
+
+
+def parse_size(text: str) -> int:
+    """'500MB', '2G', '1.5GiB' or plain bytes -> bytes."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(float(t))

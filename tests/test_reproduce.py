@@ -1,0 +1,60 @@
+"""Lockfiles: reproduce a build from its lockfile alone, check out a build by id, refuse bad lockfiles."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import run_cli
+
+
+def test_reproduce_with_empty_cache_gives_identical_digests(demo, tmp_path):
+    work, rep = demo
+    empty = tmp_path / "empty-cache"
+    proc = run_cli("reproduce", str(work / "first" / "qcompile.lock.json"), "--out", str(tmp_path / "again"),
+                   cache=empty, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"every deterministic artifact of {rep['build_id']} is identical" in proc.stdout
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert {s["status"] for s in again["steps"]} == {"ran"}, "the emptied cache forced a real rebuild"
+    old = {a["path"]: a["sha256"] for a in rep["artifacts"]}
+    new = {a["path"]: a["sha256"] for a in again["artifacts"]}
+    differing = {p for p in old if old[p] != new[p]}
+    assert differing == {"artifacts/latency.json"}, "only the latency measurement may differ"
+
+
+def test_reproduce_from_cache_is_all_hits(demo, shared_cache, tmp_path):
+    work, rep = demo
+    proc = run_cli("reproduce", str(work / "first" / "qcompile.lock.json"), "--out", str(tmp_path / "r"),
+                   cache=shared_cache, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert again["build_id"] == rep["build_id"] and {s["status"] for s in again["steps"]} == {"cached"}
+
+
+def test_checkout_by_build_id(demo, shared_cache, tmp_path):
+    work, rep = demo
+    proc = run_cli("checkout", rep["build_id"][:10], str(tmp_path / "co"), cache=shared_cache, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for a in rep["artifacts"]:
+        assert (tmp_path / "co" / a["path"]).read_bytes() == (work / "first" / a["path"]).read_bytes()
+    assert json.loads((tmp_path / "co" / "qcompile.lock.json").read_text())["build_id"] == rep["build_id"]
+    again = run_cli("checkout", rep["build_id"], str(tmp_path / "co"), cache=shared_cache, cwd=tmp_path)
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_checkout_unknown_build(shared_cache, tmp_path):
+    proc = run_cli("checkout", "0123456789abcdef", str(tmp_path / "x"), cache=shared_cache, cwd=tmp_path)
+    assert proc.returncode == 2 and "no build" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_corrupt_and_unknown_lockfiles_are_bad_input(demo, tmp_path):
+    work, _ = demo
+    lock = json.loads((work / "first" / "qcompile.lock.json").read_text())
+    (tmp_path / "cut.json").write_text((work / "first" / "qcompile.lock.json").read_text()[:200])
+    (tmp_path / "future.json").write_text(json.dumps({**lock, "lock_version": 99}))
+    (tmp_path / "schema.json").write_text(json.dumps({**lock, "schema_version": 99}))
+    for name, fragment in (("cut.json", "not a readable lockfile"), ("future.json", "version 99"),
+                           ("schema.json", "schema version 99"), ("absent.json", "not found")):
+        proc = run_cli("reproduce", str(tmp_path / name), cache=tmp_path / "c", cwd=tmp_path)
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
