@@ -15,7 +15,7 @@ import time
 def _timed_build(cache: str, out: str) -> tuple[float, bool, int]:
     env = {**os.environ, "QCOMPILE_CACHE_DIR": cache, "PYTHONPROFILEIMPORTTIME": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "qcompile.cli", "build", f"hydra.run.dir={out}"],
+    proc = subprocess.run([sys.executable, "-m", "qcompile", "build", f"hydra.run.dir={out}"],
                           capture_output=True, text=True, env=env)
     dt = time.perf_counter() - t0
     torch = any(line.rsplit("|", 1)[-1].strip() == "torch" for line in proc.stderr.splitlines())

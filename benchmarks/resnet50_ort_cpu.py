@@ -41,7 +41,7 @@ def main() -> None:
 
     # The fully cached rebuild, through the CLI as a user runs it, in a fresh process.
     with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, "-X", "importtime", "-m", "qcompile.cli", "build", "--config-name",
+        cmd = [sys.executable, "-X", "importtime", "-m", "qcompile", "build", "--config-name",
                "resnet50_ort_cpu", *common, f"hydra.run.dir={d}/out"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())

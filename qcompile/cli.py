@@ -282,4 +282,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    # Re-import under the real module name: sweep launchers pickle the task function by reference, which
+    # fails for functions that live in __main__.
+    from qcompile.cli import main as _main
+
+    _main()

@@ -41,7 +41,7 @@ def run_cli(*args: str, cache: Path, cwd: Path, extra_env: dict | None = None) -
     """Run ``qcompile`` in a fresh process, as a user would."""
     env = {**os.environ, "QCOMPILE_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "qcompile.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "qcompile", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
 
 

@@ -16,7 +16,7 @@ from .conftest import run_cli
 
 def _popen(cache, cwd, *args):
     env = {**os.environ, "QCOMPILE_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "qcompile.cli", "build", *args], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "qcompile", "build", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

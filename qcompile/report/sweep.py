@@ -1,11 +1,30 @@
-"""Sweep results: per-job failure records (the sweep table comes with the sweep work)."""
+"""Sweep results: per-job failure records, the sweep table (sweep.md, sweep.csv), the Pareto plot and the
+Hydra callback that writes them when a multirun ends.
+
+Hydra puts each job in ``SWEEP_DIR/<job.num>/``; a job leaves ``report.json`` when it built, ``failure.json``
+when it did not, and both when a quality gate rejected it.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any, Callable
+
+from hydra.experimental.callback import Callback
 
 from ..errors import QcompileError
+from .pareto import choose_axes, pareto_front, quality_label, short_labels
+
+# Worst exit code among the jobs of the last sweep this process ran (0 when all built); the CLI returns it.
+LAST_SWEEP_EXIT_CODE = 0
+
+Row = dict[str, Any]
+_LAT_PREFIX = "p50_ms_bs"
 
 
 def record_failure(out_dir: Path, error: QcompileError, overrides: list[str]) -> None:
@@ -13,3 +32,219 @@ def record_failure(out_dir: Path, error: QcompileError, overrides: list[str]) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "failure.json").write_text(json.dumps(
         {"exit_code": error.exit_code, "error": str(error), "overrides": overrides}, indent=2) + "\n")
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any]]:
+    import yaml
+
+    report = _read_json(job_dir / "report.json")
+    failure = _read_json(job_dir / "failure.json")
+    try:
+        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        overrides = None
+    if not isinstance(overrides, list):
+        overrides = (failure or {}).get("overrides") or []
+    if report is not None:
+        status = "gate_failed" if report.get("status") == "gate_failed" else "ok"
+    elif failure is not None:
+        status = "failed"
+    elif (job_dir / "report.json").exists():
+        status, failure = "failed", {"exit_code": 1, "error": "report.json is unreadable"}
+    else:
+        status = "missing"
+    error = (failure or {}).get("error") or ""
+    if not error and status == "gate_failed":
+        error = ((report.get("gates") or [{}])[0] or {}).get("message") or ""
+    exit_code = (failure or {}).get("exit_code")
+    if exit_code is None and status != "ok":
+        # No failure.json: a gate-failed report still means exit 3; a job that left nothing crashed (a bug).
+        exit_code = 3 if status == "gate_failed" else 1
+    int8 = _get(report, "metrics", "int8") or {}
+    row: Row = {
+        "job": int(job_dir.name),
+        "overrides": " ".join(str(o) for o in overrides),
+        "status": status,
+        "build_id": _get(report, "build_id"),
+        "accuracy": int8.get("accuracy"),
+        "accuracy_fp32": _get(report, "metrics", "fp32", "accuracy"),
+        "accuracy_drop": _get(report, "accuracy_drop"),
+        "top1_agreement": _get(report, "fidelity", "top1_agreement"),
+        "cosine_mean": _get(report, "fidelity", "cosine_mean"),
+        "size_bytes": int8.get("size_bytes"),
+        "exit_code": exit_code,
+        "error": (str(error).strip().splitlines() or [""])[0][:200],
+        "steps_ran": " ".join(s.get("name", "?") for s in (_get(report, "steps") or []) if s.get("status") == "ran"),
+    }
+    latency = {str(bs): _get(lat, "p50") for bs, lat in (int8.get("latency_ms") or {}).items()}
+    return row, latency
+
+
+def collect_sweep(sweep_dir: Path) -> list[Row]:
+    """One row per job folder of a Hydra multirun, in job order.
+
+    Every row has the same keys, one ``p50_ms_bs<N>`` column per batch size seen in any job (None where a job
+    has no figure), so the rows can go straight into a table. ``status`` is ``ok``, ``gate_failed``,
+    ``failed`` or ``missing`` (a folder with neither report.json nor failure.json: the job never finished).
+    """
+    sweep_dir = Path(sweep_dir)
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    parsed = [_job_row(p) for p in jobs]
+    batch_sizes = sorted({bs for _, lat in parsed for bs in lat},
+                         key=lambda b: (not b.isdigit(), int(b) if b.isdigit() else 0, b))
+    rows = []
+    for row, lat in parsed:
+        # Latency columns sit before the size, keeping the per-job measurements together.
+        items = list(row.items())
+        at = list(row).index("size_bytes")
+        rows.append(dict(items[:at] + [(f"{_LAT_PREFIX}{b}", lat.get(b)) for b in batch_sizes] + items[at:]))
+    return rows
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temp file in the same folder, so a reader never sees half a report."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _md_cell(key: str, v: Any) -> str:
+    if v is None or v == "":
+        return "–"
+    if key in ("accuracy", "accuracy_fp32", "top1_agreement"):
+        return f"{v * 100:.2f}%"
+    if key == "accuracy_drop":
+        return f"{v * 100:.2f} pt"
+    if key == "cosine_mean":
+        return f"{v:.5f}"
+    if key == "size_bytes":
+        return f"{v / 1024:.1f} KB"
+    if key.startswith(_LAT_PREFIX):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key: str | None,
+              sweep_dir: Path) -> str:
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "gate_failed", "failed", "missing")}
+    lines = [f"# qcompile sweep `{sweep_dir.name}`", "",
+             f"{len(rows)} variants: "
+             + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n or s == "ok") + ".", "",
+             f"Quality axis: **{quality_label(quality_key)}**; latency axis: INT8 p50 at batch "
+             f"{latency_key[len(_LAT_PREFIX):] if latency_key else '–'}. ★ marks the Pareto-optimal variants "
+             "(no other variant is both as good and as fast); gate-failed variants are not candidates.", ""]
+    table_cols = [c for c in columns if c != "error"]
+    headers = [f"{c} (quality)" if c == quality_key else c for c in table_cols]
+    lines += ["| " + " | ".join(headers) + " |",
+              "|" + "|".join("---:" if c not in ("overrides", "status", "build_id", "steps_ran", "pareto") else "---"
+                             for c in table_cols) + "|"]
+    for r in rows:
+        cells = ["★" if c == "pareto" and r["pareto"] else ("" if c == "pareto" else _md_cell(c, r.get(c)))
+                 for c in table_cols]
+        cells = [f"`{x}`" if c == "build_id" and x != "–" else x for c, x in zip(table_cols, cells)]
+        lines.append("| " + " | ".join(cells) + " |")
+    failures = [r for r in rows if r["status"] != "ok"]
+    if failures:
+        lines += ["", "## Failures", ""]
+        for r in failures:
+            lines.append(f"- job {r['job']} ({r['status']}, exit {r['exit_code']}) `{r['overrides'] or '-'}`: "
+                         f"{_md_cell('error', r['error'] or 'no report.json nor failure.json')}")
+    return "\n".join(lines) + "\n"
+
+
+def _build(sweep_dir: Path) -> tuple[dict[str, Path], list[Row], str, str | None]:
+    sweep_dir = Path(sweep_dir)
+    rows = collect_sweep(sweep_dir)
+    quality_key, latency_key = choose_axes(rows)
+    # Only variants that passed their gates are candidates: a rejected build is not a deployment option.
+    ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+    front = {ok[j] for j in pareto_front([rows[i] for i in ok], quality_key, latency_key)} if latency_key else set()
+    for i, r in enumerate(rows):
+        r["pareto"] = i in front
+    columns = ["job", "pareto"] + [k for k in (rows[0] if rows else {}) if k not in ("job", "pareto")]
+    paths = {"md": sweep_dir / "sweep.md", "csv": sweep_dir / "sweep.csv"}
+
+    def write_md(tmp: Path) -> None:
+        tmp.write_text(_markdown(rows, columns, quality_key, latency_key, sweep_dir))
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(columns)
+            for r in rows:
+                w.writerow(["" if r.get(c) is None else int(r[c]) if isinstance(r[c], bool) else r[c]
+                            for c in columns])
+
+    _atomic_write(paths["md"], write_md)
+    _atomic_write(paths["csv"], write_csv)
+    try:
+        from .pareto import plot_pareto
+
+        _atomic_write(sweep_dir / "pareto.png",
+                      lambda tmp: plot_pareto(rows, front, quality_key, latency_key, tmp))
+        paths["png"] = sweep_dir / "pareto.png"
+    except ImportError as e:
+        print(f"qcompile: skipped pareto.png ({e.name or 'matplotlib'} is not installed; "
+              "pip install 'qcompile[sweep]')", file=sys.stderr)
+    return paths, rows, quality_key, latency_key
+
+
+def write_sweep_report(sweep_dir: Path) -> dict[str, Path]:
+    """Write ``sweep.md``, ``sweep.csv`` and ``pareto.png`` into ``sweep_dir``; return {"md", "csv", "png"} paths.
+
+    The PNG needs matplotlib; without it the tables are still written and "png" is absent from the result.
+    """
+    return _build(sweep_dir)[0]
+
+
+def _print_summary(rows: list[Row], paths: dict[str, Path], quality_key: str, latency_key: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    colors = {"ok": "green", "gate_failed": "yellow", "failed": "red", "missing": "dim"}
+    table = Table(title=f"sweep: {len(rows)} variants", title_justify="left")
+    for col in ("job", "variant", "status", quality_key, latency_key or "p50 ms", "size", "★"):
+        table.add_column(col, overflow="fold")
+    for r, label in zip(rows, short_labels(rows)):
+        table.add_row(str(r["job"]), label.partition(" ")[2] or r["overrides"] or "-",
+                      f"[{colors[r['status']]}]{r['status']}[/]", _md_cell(quality_key, r.get(quality_key)),
+                      _md_cell(latency_key or "", r.get(latency_key)) if latency_key else "–",
+                      _md_cell("size_bytes", r.get("size_bytes")), "★" if r["pareto"] else "")
+    console = Console(stderr=True, highlight=False)
+    console.print(table)
+    console.print("sweep report: " + ", ".join(str(p) for p in paths.values()), soft_wrap=True)
+
+
+class SweepReportCallback(Callback):
+    """Hydra callback: when a multirun ends, write the sweep report and remember the worst job exit code.
+
+    Enable with ``hydra.callbacks.sweep_report._target_=qcompile.report.sweep.SweepReportCallback``.
+    """
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        """Write the report for ``config.hydra.sweep.dir``, print a summary to stderr, set LAST_SWEEP_EXIT_CODE."""
+        global LAST_SWEEP_EXIT_CODE
+        paths, rows, quality_key, latency_key = _build(Path(str(config.hydra.sweep.dir)))
+        _print_summary(rows, paths, quality_key, latency_key)
+        LAST_SWEEP_EXIT_CODE = max((r["exit_code"] or 0 for r in rows if r["status"] != "ok"), default=0)

@@ -8,9 +8,10 @@ leaves everything downstream cached (early cut-off).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,12 @@ def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[
                 rec = cache.lookup(key)
                 if rec is None:
                     reporter.start(node)
-                    rec = _run(node, step, key, digests, cache, reporter, outcome)
+                    names = {slot: get_step(plan.node(ref.node).kind).outputs[ref.output]
+                             for slot, ref in node.inputs.items()}
+                    # Measurements take the machine to themselves: parallel sweep workers would otherwise
+                    # time their benchmarks against each other.
+                    with cache.lock("host-measurement") if step.host_dependent else nullcontext():
+                        rec = _run(node, step, key, digests, names, cache, reporter, outcome)
                     outcome.status = "ran"
         else:
             cache.touch(key)
@@ -145,12 +151,30 @@ def _locked(cache: Cache, key: str, node: Node, reporter: Reporter):
         lock.release()
 
 
-def _run(node: Node, step: Step, key: str, digests: dict[str, str], cache: Cache,
+def _stage_inputs(cache: Cache, digests: dict[str, str], names: dict[str, str], workdir: Path) -> dict[str, Path]:
+    """Link each input blob into the step's own folder under its producer's file name.
+
+    Libraries write beside the files they read (ORT's quantizer leaves ``<model>-inferred.onnx``): given
+    paths inside the shared store, two builds running at once would trip over each other's scratch files.
+    """
+    staged = {}
+    for slot, digest in digests.items():
+        dest = workdir / "inputs" / slot / names[slot]
+        dest.parent.mkdir(parents=True)
+        try:
+            os.link(cache.blobs.path(digest), dest)
+        except OSError:  # another filesystem, or links not allowed
+            shutil.copyfile(cache.blobs.path(digest), dest)
+        staged[slot] = dest
+    return staged
+
+
+def _run(node: Node, step: Step, key: str, digests: dict[str, str], names: dict[str, str], cache: Cache,
          reporter: Reporter, outcome: StepOutcome) -> ActionRecord:
     workdir = cache.tmp / f"run-{key[:16]}-{os.getpid()}"
     rmtree_quiet(workdir)
     workdir.mkdir(parents=True)
-    inputs = {slot: cache.blobs.path(d) for slot, d in digests.items()}
+    inputs = _stage_inputs(cache, digests, names, workdir)
     ctx = StepContext(inputs=inputs, workdir=workdir, outputs=dict(step.outputs), track_fn=reporter.track)
     t0 = time.perf_counter()
     try:

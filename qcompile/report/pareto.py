@@ -1,0 +1,141 @@
+"""Pareto front of a sweep (quality vs INT8 latency) and its plot.
+
+matplotlib is an optional extra (``qcompile[sweep]``), so it is only imported inside ``plot_pareto``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def pareto_front(rows: list[Row], quality_key: str, latency_key: str) -> set[int]:
+    """Indices of the rows no other row dominates (higher quality is better, lower latency is better).
+
+    Row ``j`` dominates row ``i`` when it is at least as good on both axes and strictly better on one, so
+    two variants with identical numbers are both on the front. Rows lacking either value never are.
+    """
+    pts = {i: (r[quality_key], r[latency_key]) for i, r in enumerate(rows)
+           if r.get(quality_key) is not None and r.get(latency_key) is not None}
+    front = set()
+    for i, (q, lat) in pts.items():
+        if not any(q2 >= q and l2 <= lat and (q2 > q or l2 < lat) for j, (q2, l2) in pts.items() if j != i):
+            front.add(i)
+    return front
+
+
+def choose_axes(rows: list[Row]) -> tuple[str, str | None]:
+    """(quality_key, latency_key) for a sweep: accuracy when every built variant has labels, else output
+    cosine (synthetic data has no labels); p50 at the smallest batch size measured."""
+    built = [r for r in rows if r["status"] in ("ok", "gate_failed")]
+    has_acc = bool(built) and all(r.get("accuracy") is not None for r in built)
+    lat_cols = sorted((k for k in (rows[0] if rows else {}) if k.startswith("p50_ms_bs")),
+                      key=lambda k: int(k[len("p50_ms_bs"):]) if k[len("p50_ms_bs"):].isdigit() else 1 << 30)
+    return ("accuracy" if has_acc else "cosine_mean"), (lat_cols[0] if lat_cols else None)
+
+
+def quality_label(quality_key: str) -> str:
+    """Axis label / table note that says which quality measure is shown, and why."""
+    if quality_key == "accuracy":
+        return "INT8 accuracy (%)"
+    return "INT8 output cosine vs FP32 (mean; data has no labels)"
+
+
+def short_labels(rows: list[Row]) -> list[str]:
+    """``#job key=value ...`` keeping only the overrides whose values differ between the given rows."""
+    parsed = []
+    for r in rows:
+        kv: dict[str, str] = {}
+        for o in (r.get("overrides") or "").split():
+            k, _, v = o.partition("=")
+            kv[k.lstrip("+~")] = v
+        parsed.append(kv)
+    keys = list(dict.fromkeys(k for kv in parsed for k in kv))
+    differ = [k for k in keys if len({kv.get(k) for kv in parsed}) > 1]
+    # The last dotted segment is enough to tell variants apart and keeps annotations short.
+    return [" ".join([f"#{r['job']}"] + [f"{k.rsplit('.', 1)[-1]}={kv[k]}" for k in differ if k in kv])
+            for r, kv in zip(rows, parsed)]
+
+
+def plot_pareto(rows: list[Row], front: set[int], quality_key: str, latency_key: str | None,
+                path: Path) -> None:
+    """Write a PNG scatter of quality vs INT8 p50 latency; marker area follows INT8 model size.
+
+    Pareto-optimal variants are highlighted, joined by a step line and labelled with the overrides that
+    differ between variants; gate-failed variants are drawn hollow; failed and missing ones are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale = 100.0 if quality_key == "accuracy" else 1.0
+    idx = [i for i, r in enumerate(rows) if r["status"] in ("ok", "gate_failed") and latency_key
+           and r.get(quality_key) is not None and r.get(latency_key) is not None]
+    labels = dict(zip(idx, short_labels([rows[i] for i in idx])))
+    sizes = [rows[i].get("size_bytes") or 0 for i in idx]
+    biggest = max(sizes, default=0) or 1
+
+    def area(i: int) -> float:
+        return 40 + 500 * (rows[i].get("size_bytes") or 0) / biggest
+
+    def xy(i: int) -> tuple[float, float]:
+        return rows[i][latency_key], rows[i][quality_key] * scale
+
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "gate_failed", "failed", "missing")}
+    title = f"qcompile sweep: {len(rows)} variants ({counts['ok']} ok"
+    title += "".join(f", {n} {s.replace('_', ' ')}" for s, n in counts.items() if s != "ok" and n) + ")"
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    groups = [
+        ([i for i in idx if i in front], dict(c="tab:orange", edgecolors="black", linewidths=1.2, zorder=3),
+         "Pareto-optimal"),
+        ([i for i in idx if i not in front and rows[i]["status"] == "ok"],
+         dict(c="tab:blue", alpha=0.55, edgecolors="none", zorder=2), "dominated"),
+        ([i for i in idx if rows[i]["status"] == "gate_failed"],
+         dict(facecolors="none", edgecolors="tab:red", linewidths=1.2, zorder=2), "gate failed"),
+    ]
+    for members, style, name in groups:
+        if members:
+            ax.scatter([xy(i)[0] for i in members], [xy(i)[1] for i in members],
+                       s=[area(i) for i in members], label=name, **style)
+    on_front = sorted((i for i in idx if i in front), key=lambda i: xy(i))
+    if len(on_front) > 1:
+        # A step: for any latency budget, the best quality reachable is that of the last front point left of it.
+        ax.step([xy(i)[0] for i in on_front], [xy(i)[1] for i in on_front], where="post",
+                color="tab:orange", lw=1.2, alpha=0.8, zorder=1)
+    tags = []
+    for i in idx:
+        x, y = xy(i)
+        if i in front:
+            # Up and to the left of a front point nothing can lie (it would dominate the point): room for a label.
+            box = dict(boxstyle="round,pad=0.2", fc="white", ec="tab:orange", alpha=0.9)
+            tags.append(ax.annotate(labels[i], (x, y), xytext=(-8, 8), textcoords="offset points", ha="right",
+                                    va="bottom", fontsize=8, zorder=5, bbox=box))
+        else:
+            ax.annotate(f"#{rows[i]['job']}", (x, y), xytext=(6, -10), textcoords="offset points",
+                        fontsize=7, color="0.4")
+    if not idx:
+        ax.text(0.5, 0.5, "no built variant has both a quality and a latency figure",
+                ha="center", va="center", transform=ax.transAxes, color="0.4")
+    bs = latency_key[len("p50_ms_bs"):] if latency_key else "?"
+    ax.set_xlabel(f"INT8 latency p50 (ms), batch {bs}  (lower is better)")
+    ax.set_ylabel(quality_label(quality_key) + "\n(higher is better)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.15, y=0.2)
+    if idx:
+        leg = ax.legend(loc="lower right", fontsize=8, markerscale=0.6,
+                        title=f"marker area ∝ INT8 size (max {biggest / 1024:.0f} KB)", title_fontsize=8)
+        leg.set_zorder(4)
+    fig.tight_layout()
+    fig.canvas.draw()
+    left_edge = ax.get_window_extent().x0
+    for tag in tags:
+        if tag.get_window_extent().x0 < left_edge:  # would leave the axes: put it on the right instead
+            tag.set_horizontalalignment("left")
+            tag.xyann = (8, 8)
+    fig.savefig(path, format="png")
+    plt.close(fig)
