@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 import traceback
 from contextlib import contextmanager, nullcontext
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import Timeout
+from filelock import FileLock, Timeout
 
 from ..cache import ActionRecord, Cache
 from ..cache.keys import digest_json, env_fingerprint
@@ -123,7 +124,7 @@ def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[
                              for slot, ref in node.inputs.items()}
                     # Measurements take the machine to themselves: parallel sweep workers would otherwise
                     # time their benchmarks against each other.
-                    with cache.lock("host-measurement") if step.host_dependent else nullcontext():
+                    with _host_lock() if step.host_dependent else nullcontext():
                         rec = _run(node, step, key, digests, names, cache, reporter, outcome)
                     outcome.status = "ran"
         else:
@@ -134,6 +135,11 @@ def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[
             outcome.gate_error = step.check(rec.result, node.gate)
         reporter.finish(outcome)
     return list(done.values())
+
+
+def _host_lock() -> FileLock:
+    """A lock local to this machine (not in the cache, which a cluster may share across machines)."""
+    return FileLock(os.path.join(tempfile.gettempdir(), "qcompile-measurement.lock"))
 
 
 @contextmanager
