@@ -161,12 +161,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     res = reproduce(args.lockfile, args.out)
     table = Table(title=f"reproduce {res.build_id} → {res.out_dir}", title_justify="left")
-    for col in ("step", "kind", "key", "outputs"):
+    for col in ("step", "kind", "key", "outputs", "environment vs lockfile"):
         table.add_column(col)
     colors = {"same": "green", "expected": "yellow", "differs": "red", "missing": "red"}
     for n in res.nodes:
         label = {"expected": "differ (a measurement)", "same": "identical"}.get(n.status, n.status)
-        table.add_row(n.name, n.kind, "same" if n.key_same else "changed", f"[{colors[n.status]}]{label}[/]")
+        env = ", ".join(f"{k} {a}→{b}" for k, (a, b) in n.env_changes.items()) or "same"
+        table.add_row(n.name, n.kind, "same" if n.key_same else "changed", f"[{colors[n.status]}]{label}[/]", env)
     Console().print(table)
     for k, (a, b) in res.env_changes.items():
         err.print(f"environment: {k}: {a} (lockfile) -> {b} (now)")

@@ -17,6 +17,11 @@ from .test_bad_input import _export_tiny_onnx
 
 @pytest.fixture
 def tiny(tmp_path):
+    """CLI arguments of a fast real build (see ``make_tiny_recipe``)."""
+    return make_tiny_recipe(tmp_path)
+
+
+def make_tiny_recipe(tmp_path):
     """A fast real build: a small ONNX classifier, the user's npz samples, static INT8 on ORT CPU."""
     d = tmp_path / "recipes"
     (d / "model").mkdir(parents=True)

@@ -68,3 +68,26 @@ def test_tampered_cache_file_is_detected_and_rebuilt(demo, shared_cache, tmp_pat
     assert status["evaluate"] == "cached"
     art = next(a for a in again["artifacts"] if a["path"].endswith("model.int8.onnx"))
     assert art["sha256"] == digest and Cache(shared_cache).blobs.verify(digest)
+
+
+def test_sigkill_at_random_moments_never_leaves_a_half_written_entry(tmp_path, cache_dir):
+    """Kill a fast real build at several moments; every record left must verify and the next build completes."""
+    import random
+
+    from .test_cache_manage import make_tiny_recipe
+
+    args = make_tiny_recipe(tmp_path)
+    rng = random.Random(0)
+    for i in range(4):
+        p = _popen(cache_dir, tmp_path, *args, f"hydra.run.dir=k{i}")
+        time.sleep(rng.uniform(0.5, 3.0))
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        cache = Cache(cache_dir)
+        for rec in cache.iter_actions():
+            assert cache.lookup(rec.key) is not None, f"record {rec.kind} is damaged after kill {i}"
+    proc = run_cli("build", *args, "hydra.run.dir=final", cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    verify = run_cli("cache", "verify", cache=cache_dir, cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+

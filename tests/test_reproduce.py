@@ -58,3 +58,19 @@ def test_corrupt_and_unknown_lockfiles_are_bad_input(demo, tmp_path):
         proc = run_cli("reproduce", str(tmp_path / name), cache=tmp_path / "c", cwd=tmp_path)
         assert proc.returncode == 2, (name, proc.stderr)
         assert fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_lockfile_from_other_library_versions_says_so(demo, shared_cache, tmp_path):
+    work, _ = demo
+    lock = json.loads((work / "first" / "qcompile.lock.json").read_text())
+    lock["env"]["onnxruntime"] = "1.0.0"
+    for node in lock["nodes"].values():
+        if "onnxruntime" in node["env"]:
+            node["env"]["onnxruntime"] = "1.0.0"
+    (tmp_path / "old.json").write_text(json.dumps(lock))
+    proc = run_cli("reproduce", str(tmp_path / "old.json"), "--out", str(tmp_path / "r"), cache=shared_cache,
+                   cwd=tmp_path)
+    assert "onnxruntime: 1.0.0 (lockfile) ->" in proc.stderr, proc.stderr[-2000:]
+    # Each step's environment is compared too: only the steps that use onnxruntime name it.
+    rows = {ln.split("│")[1].strip(): ln for ln in proc.stdout.splitlines() if ln.count("│") > 3}
+    assert "onnxruntime" in rows["quantize"] and "onnxruntime" not in rows["train"], proc.stdout
