@@ -16,7 +16,7 @@ from rich.console import Console
 from .errors import BadInput, QcompileError
 
 err = Console(stderr=True, highlight=False)
-_task_started = False
+_bug_seen = False  # set when a build raised something other than a QcompileError
 
 
 def _fail(e: QcompileError) -> int:
@@ -27,8 +27,7 @@ def _fail(e: QcompileError) -> int:
 
 def _task(cfg) -> None:
     """Hydra's task function: one build per (multi)run job, in Hydra's output directory."""
-    global _task_started
-    _task_started = True
+    global _bug_seen
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -44,18 +43,18 @@ def _task(cfg) -> None:
         _print_outcome(result)
     except Exception as e:
         if not isinstance(e, QcompileError):
-            if not multirun:
-                raise
+            # A bug: show the traceback, and mark it so the exit code stays 1 (see cmd_build).
             import traceback
 
             traceback.print_exc()
+            _bug_seen = True
             e = QcompileError(f"{type(e).__name__}: {e}")
         code = _fail(e)
         if multirun:
             from .report.sweep import record_failure
 
             record_failure(out, e, list(hc.overrides.task))
-            return
+            return  # the other variants go on; the sweep's exit code is the worst job's
         if isinstance(e, BadInput):
             _remove_unbuilt(out)
         raise SystemExit(code) from None
@@ -66,7 +65,7 @@ def _remove_unbuilt(out: Path) -> None:
     import shutil
 
     if out.is_dir() and not (out / "report.json").exists():
-        if all(p.name in (".hydra", "cli.log") for p in out.iterdir()):
+        if all(p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)
 
 
@@ -97,9 +96,9 @@ def cmd_build(argv: list[str]) -> int:
         main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        # Hydra exits 1 on composition errors (unknown group option, bad override) before our task runs:
-        # those are bad input, not bugs.
-        return 2 if code == 1 and not _task_started else code
+        # Hydra itself exits 1 on composition errors (unknown group option, bad override syntax): those are
+        # bad input. Our task exits 1 only for a bug, and says so through _bug_seen.
+        return 2 if code == 1 and not _bug_seen else code
     finally:
         sys.argv = saved
     from .report import sweep

@@ -71,6 +71,16 @@ def test_calibration_change_keeps_export_cached(demo, shared_cache):
     assert status["calibrate"] == status["quantize"] == "ran"
 
 
+def test_same_output_keeps_downstream_cached(demo, shared_cache):
+    """Early cut-off: MinMax ranges do not depend on batching, so a new batch size reruns calibration only."""
+    work, _ = demo
+    proc = run_cli("build", "hydra.run.dir=cutoff", "quant.calibration.batch_size=64", cache=shared_cache, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = {s["name"]: s["status"] for s in json.loads((work / "cutoff" / "report.json").read_text())["steps"]}
+    assert status["calibrate"] == "ran"
+    assert status["quantize"] == status["evaluate"] == status["benchmark"] == "cached"
+
+
 def test_plan_shows_keys_and_status(demo, shared_cache):
     work, first = demo
     proc = run_cli("plan", "quant.calibration.method=percentile", cache=shared_cache, cwd=work)

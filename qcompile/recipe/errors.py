@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -27,11 +27,44 @@ def _key_path(loc: tuple[Any, ...], data: Any) -> str:
     return ".".join(parts).replace(".[", "[")
 
 
+def _section_fields(loc: tuple[Any, ...], data: Any) -> list[str]:
+    """Field names of the section that holds ``loc``'s last key (for "did you mean" on an unknown key)."""
+    from pydantic import BaseModel
+
+    from .schema import Recipe
+
+    model: Any = Recipe
+    cur = data
+    for item in loc[:-1]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        if item not in model.model_fields:
+            continue  # a union tag pydantic inserted
+        model = _pick_member(model.model_fields[item].annotation, cur.get(item) if isinstance(cur, dict) else None)
+        cur = cur.get(item) if isinstance(cur, dict) else None
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _pick_member(annotation: Any, value: Any) -> Any:
+    """The model class inside ``annotation`` (unwrapping Annotated, Optional and kind-discriminated unions)."""
+    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) else []
+    if not args:
+        return annotation
+    if get_origin(annotation) is Annotated:
+        return _pick_member(args[0], value)
+    kind = value.get("kind") if isinstance(value, dict) else None
+    for member in args:
+        field = getattr(member, "model_fields", {}).get("kind")
+        if field is not None and kind in get_args(field.annotation):
+            return member
+    return _pick_member(args[0], value) if len(args) == 1 else args[0]
+
+
 def _choices(expected: str) -> list[str]:
     return [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",") if c.strip()]
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: dict[str, Any], data: Any) -> str:
     typ, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     if typ == "literal_error":
         choices = _choices(ctx.get("expected", ""))
@@ -45,7 +78,10 @@ def _describe(err: dict[str, Any]) -> str:
     if typ == "union_tag_not_found":
         return "missing 'kind' (say which kind of section this is)"
     if typ == "extra_forbidden":
-        return "unknown key (not part of this section; check the spelling)"
+        fields = _section_fields(tuple(err["loc"]), data)
+        close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key; {hint}this section takes: {', '.join(fields)}" if fields else "unknown key"
     if typ == "missing":
         return "required but missing"
     if typ in ("path_not_file", "path_not_exists"):
@@ -62,7 +98,7 @@ def format_validation_error(exc: ValidationError, data: Any) -> str:
     for err in exc.errors(include_url=False):
         cause = (err.get("ctx") or {}).get("error")
         key = getattr(cause, "key", None) or _key_path(tuple(err["loc"]), data) or "recipe"
-        line = f"{key}: {_describe(err)}"
+        line = f"{key}: {_describe(err, data)}"
         if line not in lines:
             lines.append(line)
     return "\n".join(lines)

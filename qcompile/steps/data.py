@@ -52,11 +52,17 @@ class MnistData(Step):
         return {"train": len(pool), "calib": len(calib_idx), "eval": len(eval_idx), "labels": True}
 
 
-class SyntheticParams(StepParams):
+class SplitParams(StepParams):
+    """How many samples go to evaluation and calibration, and the seed of the split."""
+
     input_shape: tuple[int, ...]
     eval_samples: int
     calib_samples: int
     seed: int
+
+
+class SyntheticParams(SplitParams):
+    pass
 
 
 @register
@@ -77,14 +83,10 @@ class SyntheticData(Step):
         return {"calib": p.calib_samples, "eval": p.eval_samples, "labels": False}
 
 
-class NpzParams(StepParams):
+class NpzParams(SplitParams):
     path: Path
     x_key: str
     y_key: str | None
-    input_shape: tuple[int, ...]
-    eval_samples: int
-    calib_samples: int
-    seed: int
 
 
 @register
