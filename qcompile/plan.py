@@ -47,7 +47,7 @@ def _model_nodes(recipe: s.Recipe, plan: Plan) -> Ref:
     """Adds the nodes that yield the FP32 ONNX model; returns a reference to it."""
     m = recipe.model
     if isinstance(m, s.OnnxModel):
-        plan.add(Node("model", model.OnnxFile.kind, model.OnnxFileParams(path=m.path),
+        plan.add(Node("model", model.OnnxFile.kind, model.OnnxFileParams(path=m.path, input_shape=tuple(m.input_shape)),
                       publish={"model": "model.fp32.onnx"}))
         return Ref("model", "model")
     if isinstance(m, s.MnistCnnModel):

@@ -57,7 +57,7 @@ def test_corrupt_onnx_file(user_recipes, cache_dir, tmp_path):
     _assert_bad_input(proc, "model.path", "model.onnx", "not a valid ONNX model", cache=cache_dir)
 
 
-def _export_tiny_onnx(path):
+def _export_tiny_onnx(path, batch="batch"):
     """A real (if tiny) classifier graph: Flatten -> Gemm, built with onnx.helper."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -68,8 +68,8 @@ def _export_tiny_onnx(path):
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
          helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], name="fc")], "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], [w, b])
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], [w, b])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
@@ -105,3 +105,24 @@ def test_unknown_exclude_node_names_the_key(cache_dir, tmp_path, user_recipes):
     proc = run_cli("build", "--config-dir", str(user_recipes), "--config-name", "mine",
                    "quant.exclude_nodes=[no_such_node]", cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 2 and "quant.exclude_nodes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_onnx_with_fixed_batch(user_recipes, cache_dir, tmp_path):
+    """A user's ONNX fixed at batch 1 builds (evaluation and calibration batch by 1); batch 8 is refused."""
+    _export_tiny_onnx(tmp_path / "model.onnx", batch=1)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.standard_normal((20, 1, 28, 28)).astype(np.float32), y=rng.integers(0, 10, 20))
+    args = ["--config-dir", str(user_recipes), "--config-name", "mine", "eval.max_accuracy_drop=1"]
+    ok = run_cli("build", *args, "bench.batch_sizes=[1]", "hydra.run.dir=ok", cache=cache_dir, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads((tmp_path / "ok" / "report.json").read_text())["eval_samples"] == 4
+    bad = run_cli("build", *args, "bench.batch_sizes=[1,8]", cache=cache_dir, cwd=tmp_path)
+    assert bad.returncode == 2 and "bench.batch_sizes" in bad.stderr and "fixed at 1" in bad.stderr
+
+
+def test_onnx_input_shape_must_match(user_recipes, cache_dir, tmp_path):
+    _export_tiny_onnx(tmp_path / "model.onnx")
+    np.savez(tmp_path / "data.npz", x=np.zeros((20, 3, 28, 28), np.float32))
+    proc = run_cli("build", "--config-dir", str(user_recipes), "--config-name", "mine", "model.input_shape=[3,28,28]",
+                   cache=cache_dir, cwd=tmp_path)
+    _assert_bad_input(proc, "model.input_shape", "[1, 28, 28]", cache=cache_dir)

@@ -85,3 +85,39 @@ def test_planning_does_not_import_torch():
             "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def _missing(model, data: dict, prefix: str) -> list[str]:
+    from pydantic import BaseModel
+
+    from qcompile.recipe.errors import pick_member
+
+    missing = []
+    for name, field in model.model_fields.items():
+        if name not in data:
+            missing.append(prefix + name)
+            continue
+        sub = pick_member(field.annotation, data[name])
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(data[name], dict):
+            missing += _missing(sub, data[name], f"{prefix}{name}.")
+    return missing
+
+
+@pytest.mark.parametrize("group", ["model", "data", "quant", "target"])
+def test_group_files_spell_out_every_field(group):
+    """So that any field can be overridden on the command line without Hydra's '+'."""
+    import yaml
+
+    from qcompile.recipe.errors import pick_member
+    from qcompile.recipe.schema import Recipe
+
+    for path in sorted((REPO / "recipes" / group).glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        model = pick_member(Recipe.model_fields[group].annotation, data)
+        assert _missing(model, data, "") == [], path.name
+
+
+def test_every_top_level_field_is_overridable():
+    r = qcompile.load_recipe("demo", ["eval.max_accuracy_drop=0.05", "model.export.tolerance=0.01",
+                                      "bench.iterations=7", "quant.calibration.symmetric=true"])
+    assert (r.eval.max_accuracy_drop, r.model.export.tolerance, r.bench.iterations) == (0.05, 0.01, 7)

@@ -40,24 +40,24 @@ def _section_fields(loc: tuple[Any, ...], data: Any) -> list[str]:
             return []
         if item not in model.model_fields:
             continue  # a union tag pydantic inserted
-        model = _pick_member(model.model_fields[item].annotation, cur.get(item) if isinstance(cur, dict) else None)
+        model = pick_member(model.model_fields[item].annotation, cur.get(item) if isinstance(cur, dict) else None)
         cur = cur.get(item) if isinstance(cur, dict) else None
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
-def _pick_member(annotation: Any, value: Any) -> Any:
+def pick_member(annotation: Any, value: Any) -> Any:
     """The model class inside ``annotation`` (unwrapping Annotated, Optional and kind-discriminated unions)."""
     args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) else []
     if not args:
         return annotation
     if get_origin(annotation) is Annotated:
-        return _pick_member(args[0], value)
+        return pick_member(args[0], value)
     kind = value.get("kind") if isinstance(value, dict) else None
     for member in args:
         field = getattr(member, "model_fields", {}).get("kind")
         if field is not None and kind in get_args(field.annotation):
             return member
-    return _pick_member(args[0], value) if len(args) == 1 else args[0]
+    return pick_member(args[0], value) if len(args) == 1 else args[0]
 
 
 def _choices(expected: str) -> list[str]:

@@ -35,3 +35,21 @@ def load_samples(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def batches(n: int, batch_size: int):
     """(start, stop) index pairs covering ``range(n)``."""
     return [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def fixed_batch(shape: list) -> int | None:
+    """The batch size an ONNX input is fixed to (``shape[0]`` an int), or None when the batch axis is dynamic."""
+    dim = shape[0] if shape else None
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def model_batches(x: np.ndarray, batch_size: int, fixed: int | None):
+    """(batch, valid rows) covering ``x``; a model with a fixed batch gets that size, the tail padded by repeats."""
+    size = fixed or batch_size
+    out = []
+    for a, b in batches(len(x), size):
+        chunk = x[a:b]
+        if fixed and len(chunk) < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
+        out.append((chunk, b - a))
+    return out

@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+from ..errors import BadInput
+from .arrays import fixed_batch
 from .base import Step, StepContext, StepParams, register
 from .ort_session import cpu_session
 
@@ -45,6 +47,10 @@ class OrtBenchmark(Step):
         for variant in ("fp32", "quant"):
             sess = cpu_session(ctx.inputs[variant], p.threads, p.level)
             name = sess.get_inputs()[0].name
+            fixed = fixed_batch(sess.get_inputs()[0].shape)
+            if fixed and set(p.batch_sizes) != {fixed}:
+                raise BadInput(f"the model's batch dimension is fixed at {fixed}; export it with a dynamic batch "
+                               f"or set bench.batch_sizes=[{fixed}]", key="bench.batch_sizes")
             per_batch = {}
             for bs in p.batch_sizes:
                 feed = {name: rng.standard_normal((bs, *p.input_shape), dtype=np.float32)}

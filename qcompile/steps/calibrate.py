@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from ..errors import BadInput
-from .arrays import batches, load_samples
+from .arrays import fixed_batch, load_samples, model_batches
 from .base import Step, StepContext, StepParams, register
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -59,10 +59,11 @@ class OrtCalibrate(Step):
         calibrator = create_calibrator(
             str(ctx.inputs["model"]), p.op_types, augmented_model_path=str(ctx.workdir / "augmented.onnx"),
             calibrate_method=getattr(CalibrationMethod, METHODS[p.method]), extra_options=options)
-        name = calibrator.model.graph.input[0].name
-        spans = batches(len(x), p.batch_size)
-        for a, b in ctx.track(spans, len(spans), f"calibrate ({p.method})"):
-            calibrator.collect_data(_OneBatch({name: x[a:b]}))
+        inp = calibrator.model.graph.input[0]
+        fixed = fixed_batch([d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim])
+        chunks = model_batches(x, p.batch_size, fixed)
+        for chunk, _ in ctx.track(chunks, len(chunks), f"calibrate ({p.method})"):
+            calibrator.collect_data(_OneBatch({inp.name: chunk}))
         ranges = calibrator.compute_data()
         out = ctx.out("ranges")
         save_tensors_data(ranges, out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .arrays import batches, load_samples
+from .arrays import fixed_batch, load_samples, model_batches
 from .base import Step, StepContext, StepParams, register
 from .ort_session import cpu_session
 
@@ -31,9 +31,10 @@ class OrtEvaluate(Step):
         logits = {}
         for variant in ("fp32", "quant"):
             sess = cpu_session(ctx.inputs[variant], p.threads, p.level)
-            name = sess.get_inputs()[0].name
-            spans = batches(len(x), p.batch_size)
-            outs = [sess.run(None, {name: x[a:b]})[0] for a, b in ctx.track(spans, len(spans), f"evaluate {variant}")]
+            inp = sess.get_inputs()[0]
+            chunks = model_batches(x, p.batch_size, fixed_batch(inp.shape))
+            outs = [sess.run(None, {inp.name: chunk})[0][:n]
+                    for chunk, n in ctx.track(chunks, len(chunks), f"evaluate {variant}")]
             logits[variant] = np.concatenate(outs).reshape(len(x), -1).astype(np.float64)
         ref, q = logits["fp32"], logits["quant"]
         cos = (ref * q).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(q, axis=1) + 1e-12)

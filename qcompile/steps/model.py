@@ -126,6 +126,7 @@ class TrainMnistCnn(Step):
 
 class OnnxFileParams(StepParams):
     path: Path
+    input_shape: tuple[int, ...]
 
 
 @register
@@ -147,6 +148,15 @@ class OnnxFile(Step):
         except Exception as e:  # protobuf and checker errors have no common base
             msg = " ".join(str(e).split())[:200] or type(e).__name__
             raise BadInput(f"{p.path} is not a valid ONNX model: {msg}", key="model.path") from None
+        inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        if len(inputs) != 1:
+            raise BadInput(f"{p.path} has {len(inputs)} inputs; qcompile builds single-input models",
+                           key="model.path")
+        dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim][1:]
+        if len(dims) != len(p.input_shape) or any(d and d != w for d, w in zip(dims, p.input_shape)):
+            shown = [d or "?" for d in dims]
+            raise BadInput(f"is {list(p.input_shape)} but {p.path.name} takes {shown} after the batch axis",
+                           key="model.input_shape")
         if model.ByteSize() < 2**31 - 1:
             onnx.save(model, str(ctx.out("model")))
         else:
