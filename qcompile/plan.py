@@ -110,7 +110,7 @@ def compile_plan(recipe: s.Recipe) -> Plan:
                   evaluate.EvaluateParams(batch_size=recipe.eval.batch_size, threads=t.intra_op_threads,
                                           level=t.graph_optimization_level),
                   inputs={"fp32": fp32, "quant": quant, "data": Ref("data", "eval")},
-                  publish={"metrics": "metrics.json"}, gate={"max_accuracy_drop": recipe.eval.max_accuracy_drop}))
+                  publish={"metrics": "metrics.json"}, gate=recipe.eval.model_dump(exclude={"batch_size"})))
     b = recipe.bench
     plan.add(Node("benchmark", benchmark.OrtBenchmark.kind,
                   benchmark.BenchmarkParams(input_shape=tuple(recipe.model.input_shape), batch_sizes=b.batch_sizes,

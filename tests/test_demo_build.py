@@ -109,3 +109,17 @@ def test_existing_build_dir_is_never_overwritten(demo, shared_cache):
     proc = run_cli("build", "hydra.run.dir=first", cache=shared_cache, cwd=work)
     assert proc.returncode == 2 and "already holds a build" in proc.stderr
     assert (work / "first" / "report.json").read_bytes() == before
+
+
+def test_fidelity_gate_without_labels(tmp_path, cache_dir):
+    """Synthetic data has no labels: the cosine gate still judges the quantized model."""
+    args = ["model=resnet18", "data=synthetic", "model.num_classes=10", "model.input_shape=[3,64,64]",
+            "data.eval_samples=8", "quant.calibration.samples=8", "bench.batch_sizes=[1]", "bench.iterations=3"]
+    proc = run_cli("build", *args, "eval.min_cosine=1.0", "hydra.run.dir=strict", cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 3 and "eval.min_cosine" in proc.stderr, proc.stderr[-2000:]
+    rep = json.loads((tmp_path / "strict" / "report.json").read_text())
+    assert rep["metrics"]["int8"]["accuracy"] is None and rep["fidelity"]["cosine_mean"] < 1.0
+    ok = run_cli("build", *args, "eval.min_cosine=0.99", "hydra.run.dir=ok", cache=cache_dir, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    status = {s["name"]: s["status"] for s in json.loads((tmp_path / "ok" / "report.json").read_text())["steps"]}
+    assert set(status.values()) == {"cached"}, "a gate threshold is not part of any key"

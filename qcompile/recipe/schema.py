@@ -183,6 +183,10 @@ Target = Annotated[Union[OrtCpuTarget], Field(discriminator="kind")]
 # ---------------------------------------------------------------- eval, bench, recipe
 class EvalSpec(Section):
     max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="fail the build (exit 3) above this drop")
+    min_top1_agreement: float | None = Field(
+        None, ge=0, le=1, description="fail the build below this top-1 agreement with FP32 (works without labels)")
+    min_cosine: float | None = Field(
+        None, ge=-1, le=1, description="fail the build below this mean output cosine with FP32 (works without labels)")
     batch_size: PositiveInt = 64
 
 

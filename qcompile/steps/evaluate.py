@@ -57,8 +57,13 @@ class OrtEvaluate(Step):
         return metrics
 
     def check(self, result: dict[str, Any], gate: dict[str, Any]) -> str | None:
+        problems = []
         acc, limit = result.get("accuracy"), gate.get("max_accuracy_drop")
-        if acc is None or limit is None or acc["drop"] <= limit:
-            return None
-        return (f"quantized accuracy {acc['quant']:.4f} is {acc['drop'] * 100:.2f} points below FP32 "
-                f"{acc['fp32']:.4f}; eval.max_accuracy_drop allows {limit * 100:.2f}")
+        if acc is not None and limit is not None and acc["drop"] > limit:
+            problems.append(f"quantized accuracy {acc['quant']:.4f} is {acc['drop'] * 100:.2f} points below FP32 "
+                            f"{acc['fp32']:.4f}; eval.max_accuracy_drop allows {limit * 100:.2f}")
+        fid = result["fidelity"]
+        for key, metric in (("min_top1_agreement", "top1_agreement"), ("min_cosine", "cosine_mean")):
+            if gate.get(key) is not None and fid[metric] < gate[key]:
+                problems.append(f"{metric} with FP32 is {fid[metric]:.4f}; eval.{key} asks at least {gate[key]}")
+        return "; ".join(problems) or None
