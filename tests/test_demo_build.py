@@ -38,6 +38,8 @@ def test_int8_model_is_really_quantized(demo):
     assert not (work / "first" / "artifacts" / "model.fp32.onnx.data").exists(), "one self-contained file"
     dim = fp32.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param and not dim.dim_value, "batch axis is dynamic"
+    # No absolute paths inside: the same export from another checkout must give the same bytes.
+    assert b"site-packages" not in (work / "first" / "artifacts" / "model.fp32.onnx").read_bytes()
 
 
 def test_rebuild_is_fully_cached_without_torch(demo, shared_cache):

@@ -25,6 +25,7 @@ class ExportMismatch(RuntimeError):
 @register
 class ExportOnnx(Step):
     kind = "export.onnx"
+    version = 2  # 2: stack traces (absolute source paths) stripped from node metadata
     Params = ExportParams
     inputs = ("weights",)
     outputs = {"model": "model.onnx"}
@@ -55,6 +56,8 @@ class ExportOnnx(Step):
             torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=p.opset,
                               external_data=False, input_names=["input"], output_names=["logits"], **kwargs)
         proto = onnx.load(str(path))
+        _strip_stack_traces(proto)
+        onnx.save(proto, str(path))
         onnx.checker.check_model(proto, full_check=True)
         opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
         if opset != p.opset:
@@ -71,3 +74,13 @@ class ExportOnnx(Step):
             raise ExportMismatch(f"ONNX output differs from torch by {diff:.2e} (> model.export.tolerance "
                                  f"{p.tolerance:.0e})")
         return {"opset": opset, "max_abs_diff": diff, "dynamic_batch": p.dynamic_batch}
+
+
+def _strip_stack_traces(proto) -> None:
+    """Drop the exporter's per-node stack traces: they hold absolute source paths, so the same model exported
+    from another checkout or venv would get other bytes (and miss a shared cache, and fail reproduce)."""
+    nodes = [*proto.graph.node, *(n for f in proto.functions for n in f.node)]
+    for node in nodes:
+        keep = [m for m in node.metadata_props if m.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
