@@ -237,7 +237,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="qcompile", description="Declarative compiler for quantized model deployment.")
+    p.add_argument("--version", action="version", version=f"qcompile {__version__}")
     sub = p.add_subparsers(dest="verb", required=True)
     sub.add_parser("build", help="build a recipe (Hydra arguments: --config-dir, --config-name, key=value, -m)",
                    add_help=False)
