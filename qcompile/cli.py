@@ -271,16 +271,21 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qcompile`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "build":
-        code = cmd_build(argv[1:])
-    else:
-        args = make_parser().parse_args(argv)
-        handlers = {"plan": cmd_plan, "schema": cmd_schema, "reproduce": cmd_reproduce, "checkout": cmd_checkout,
-                    "report": cmd_report, "cache": cmd_cache}
-        try:
-            code = handlers[args.verb](args)
-        except QcompileError as e:
-            code = _fail(e)
+    try:
+        if argv and argv[0] == "build":
+            code = cmd_build(argv[1:])
+        else:
+            args = make_parser().parse_args(argv)
+            handlers = {"plan": cmd_plan, "schema": cmd_schema, "reproduce": cmd_reproduce,
+                        "checkout": cmd_checkout, "report": cmd_report, "cache": cmd_cache}
+            try:
+                code = handlers[args.verb](args)
+            except QcompileError as e:
+                code = _fail(e)
+    except KeyboardInterrupt:
+        # The step in flight recorded nothing and removed its scratch folder; finished steps stay cached.
+        err.print("qcompile: interrupted; finished steps are cached and the next build resumes from them")
+        code = 130
     sys.exit(code)
 
 

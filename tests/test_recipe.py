@@ -121,3 +121,9 @@ def test_every_top_level_field_is_overridable():
     r = qcompile.load_recipe("demo", ["eval.max_accuracy_drop=0.05", "model.export.tolerance=0.01",
                                       "bench.iterations=7", "quant.calibration.symmetric=true"])
     assert (r.eval.max_accuracy_drop, r.model.export.tolerance, r.bench.iterations) == (0.05, 0.01, 7)
+
+
+@pytest.mark.parametrize("launcher", ["parallel", "local_jobs", "slurm"])
+def test_shipped_launcher_recipes_compose(launcher):
+    """The launcher recipes extend the installed plugins' configs (joblib, submitit)."""
+    assert qcompile.load_recipe("demo", [f"hydra/launcher={launcher}"]).name == "demo"
