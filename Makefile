@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/resnet50_ort_cpu.py
 	$(BIN)/python benchmarks/cached_build.py
+	$(BIN)/python benchmarks/calibration_memory.py
 
 schema: $(STAMP)
 	$(BIN)/qcompile schema

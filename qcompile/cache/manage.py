@@ -148,13 +148,17 @@ def gc(cache: Cache, older_than_days: float | None = None, max_bytes: int | None
 
 
 def _clean_tmp(cache: Cache, now: float, dry_run: bool) -> int:
-    """Scratch left by killed builds (run dirs, half-written blobs), once old enough to be surely dead."""
+    """Scratch left by killed builds (run dirs, half-written blobs), once old enough to be surely dead, and
+    lock files nobody took for a day (a build touches a lock file when it takes it)."""
     n = 0
-    for p in cache.tmp.iterdir() if cache.tmp.is_dir() else []:
-        if now - p.stat().st_mtime > STALE_TMP_SECONDS:
-            n += 1
-            if not dry_run:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    locks = cache.root / "locks"
+    stale_locks = [p for p in locks.iterdir() if now - p.stat().st_mtime > 86400] if locks.is_dir() else []
+    scratch = [p for p in cache.tmp.iterdir() if now - p.stat().st_mtime > STALE_TMP_SECONDS] \
+        if cache.tmp.is_dir() else []
+    for p in stale_locks + scratch:
+        n += 1
+        if not dry_run:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return n
 
 

@@ -152,6 +152,7 @@ def _locked(cache: Cache, key: str, node: Node, reporter: Reporter):
         reporter.waiting(node)
         lock.acquire()
     try:
+        os.utime(lock.lock_file)  # mark the lock as in use: `cache gc` only removes lock files idle for a day
         yield
     finally:
         lock.release()
