@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup bench schema clean
+.PHONY: demo test setup bench schema lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/resnet50_ort_cpu.py
 	$(BIN)/python benchmarks/cached_build.py
 	$(BIN)/python benchmarks/calibration_memory.py
+
+lint: $(STAMP)
+	$(BIN)/pip install -q ruff
+	$(BIN)/ruff check qcompile tests benchmarks
 
 schema: $(STAMP)
 	$(BIN)/qcompile schema

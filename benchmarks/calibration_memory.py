@@ -69,7 +69,8 @@ def main() -> None:
     print(f"\nEntropy calibration, ResNet-50, {samples} samples, batch 8")
     for mode, r in results.items():
         print(f"{mode:>9}: peak RSS {r['peak_rss_mb']:8.0f} MB, {r['seconds']:6.1f} s, {r['tensors']} tensors")
-    print(f"one-shot / batched peak memory: {results['one-shot']['peak_rss_mb'] / results['batched']['peak_rss_mb']:.1f}x")
+    ratio = results["one-shot"]["peak_rss_mb"] / results["batched"]["peak_rss_mb"]
+    print(f"one-shot / batched peak memory: {ratio:.1f}x")
 
 
 if __name__ == "__main__":

@@ -200,8 +200,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     import datetime
 
-    from .cache import Cache
-    from .cache import manage
+    from .cache import Cache, manage
 
     cache = Cache()
     out = Console()

@@ -95,14 +95,8 @@ def _quant_nodes(recipe: s.Recipe, plan: Plan, prep: Ref) -> Ref:
 def compile_plan(recipe: s.Recipe) -> Plan:
     """The step graph of ``recipe``; nothing runs and no heavy library is imported."""
     plan = Plan()
-    # A model read from the user's files goes first, so a bad weights or ONNX file fails the build before
-    # anything is written to the cache; the demo's training needs the data first.
-    if isinstance(recipe.model, s.MnistCnnModel):
-        plan.add(_data_node(recipe))
-        fp32 = _model_nodes(recipe, plan)
-    else:
-        fp32 = _model_nodes(recipe, plan)
-        plan.add(_data_node(recipe))
+    plan.add(_data_node(recipe))
+    fp32 = _model_nodes(recipe, plan)
     plan.add(Node("optimize", optimize.OrtPreprocess.kind, optimize.PreprocessParams(), inputs={"model": fp32}))
     quant = _quant_nodes(recipe, plan, Ref("optimize", "model"))
     t = recipe.target

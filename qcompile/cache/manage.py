@@ -77,7 +77,8 @@ def verify(cache: Cache) -> tuple[int, list[str]]:
     for rec in list(cache.iter_actions()):
         if any(not cache.blobs.has(d) for d in rec.outputs.values()):
             cache.remove_action(rec.key)
-            problems.append(f"record {rec.key[:12]} ({rec.kind}) lost an output and is removed; the next build reruns it")
+            problems.append(f"record {rec.key[:12]} ({rec.kind}) lost an output and is removed; "
+                            "the next build reruns it")
     return checked, problems
 
 

@@ -1,4 +1,7 @@
-"""The demo's small CNN: two conv blocks and a classifier, ~420k parameters, ~96-97% on 4,000 MNIST digits after 5 epochs."""
+"""The demo's small CNN: two conv blocks and a classifier (~420k parameters).
+
+Trained on 4,000 MNIST digits for 5 epochs it reaches about 96% on the 1,000 held-out ones.
+"""
 
 from __future__ import annotations
 

@@ -103,6 +103,7 @@ def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[
     outcome and the caller decides the exit code once the report is written.
     """
     reporter = reporter or Reporter(quiet=True)
+    _preflight(plan, cache)
     done: dict[str, StepOutcome] = {}
     for node in plan.order():
         step = get_step(node.kind)
@@ -135,6 +136,17 @@ def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[
             outcome.gate_error = step.check(rec.result, node.gate)
         reporter.finish(outcome)
     return list(done.values())
+
+
+def _preflight(plan: Plan, cache: Cache) -> None:
+    """Let the steps that read the user's files check them first: a bad weights, ONNX or data file fails the
+    build before any step runs, so nothing is written to the cache."""
+    for node in plan.order():
+        if node.inputs:
+            continue
+        step = get_step(node.kind)
+        if cache.lookup(digest_json(key_material(node, step, {}, cache)), verify=False) is None:
+            step.preflight(node.params)
 
 
 def _host_lock() -> FileLock:

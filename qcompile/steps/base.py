@@ -63,6 +63,13 @@ class Step:
     # False for measurements (latency): a rebuild is expected to give other bytes, and reproduce says so.
     deterministic: ClassVar[bool] = True
 
+    def preflight(self, params: Any) -> None:
+        """Check the user's files this step reads (raise ``BadInput``) before the build does any work.
+
+        Called for steps without inputs that are not cached, so a bad file is reported before anything else
+        runs or is written to the cache. Keep it cheap; ``run`` may check again.
+        """
+
     def run(self, ctx: StepContext, params: Any) -> dict[str, Any]:
         """Produce every declared output under ``ctx.workdir``; return small JSON-able results."""
         raise NotImplementedError

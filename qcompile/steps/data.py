@@ -99,12 +99,11 @@ class NpzData(Step):
     libraries = ("numpy",)
     file_fields = ("path",)
 
+    def preflight(self, p: NpzParams) -> None:
+        _read_npz(p)
+
     def run(self, ctx: StepContext, p: NpzParams) -> dict[str, Any]:
         x, y = _read_npz(p)
-        need = p.eval_samples + p.calib_samples
-        if len(x) < need:
-            raise BadInput(f"{p.path} holds {len(x)} samples; data.eval_samples={p.eval_samples} plus "
-                           f"quant.calibration.samples={p.calib_samples} need {need}", key="quant.calibration.samples")
         eval_idx, _, calib_idx = _split(len(x), p.eval_samples, p.calib_samples, p.seed)
         save_samples(ctx.out("calib"), x[calib_idx])
         save_samples(ctx.out("eval"), x[eval_idx], None if y is None else y[eval_idx])
@@ -124,6 +123,10 @@ def _read_npz(p: NpzParams) -> tuple[np.ndarray, np.ndarray | None]:
         y = f[p.y_key] if p.y_key and p.y_key in files else None
     if len(x) == 0:
         raise BadInput(f"{p.path} holds no samples", key="data.path")
+    need = p.eval_samples + p.calib_samples
+    if len(x) < need:
+        raise BadInput(f"{p.path} holds {len(x)} samples; data.eval_samples={p.eval_samples} plus "
+                       f"quant.calibration.samples={p.calib_samples} need {need}", key="quant.calibration.samples")
     if tuple(x.shape[1:]) != tuple(p.input_shape):
         raise BadInput(f"samples in {p.path} have shape {tuple(x.shape[1:])}, the model takes {p.input_shape}",
                        key="data.path")

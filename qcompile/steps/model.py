@@ -59,7 +59,11 @@ class TorchvisionModel(Step):
     libraries = ("torch", "torchvision")
     file_fields = ("weights",)
 
-    def run(self, ctx: StepContext, p: TorchvisionParams) -> dict[str, Any]:
+    def preflight(self, p: TorchvisionParams) -> None:
+        if p.weights is not None:
+            self._model(p)
+
+    def _model(self, p: TorchvisionParams):
         import torch
 
         from ..models import build_torch_model
@@ -68,6 +72,10 @@ class TorchvisionModel(Step):
         model = build_torch_model({"family": "torchvision", "name": p.name, "num_classes": p.num_classes})
         if p.weights is not None:
             load_into(model, read_state_dict(p.weights), f"torchvision {p.name} with {p.num_classes} classes")
+        return model
+
+    def run(self, ctx: StepContext, p: TorchvisionParams) -> dict[str, Any]:
+        model = self._model(p)
         save_state_dict(model, ctx.out("weights"))
         return {"parameters": sum(t.numel() for t in model.parameters()), "pretrained": p.weights is not None}
 
@@ -139,7 +147,21 @@ class OnnxFile(Step):
     libraries = ("onnx",)
     file_fields = ("path",)
 
+    def preflight(self, p: OnnxFileParams) -> None:
+        self._load(p)
+
     def run(self, ctx: StepContext, p: OnnxFileParams) -> dict[str, Any]:
+        import onnx
+
+        model = self._load(p)
+        if model.ByteSize() < 2**31 - 1:
+            onnx.save(model, str(ctx.out("model")))
+        else:
+            shutil.copyfile(p.path, ctx.out("model"))
+        return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+
+    def _load(self, p: OnnxFileParams):
+        """The checked model: valid ONNX, one input, of the recipe's input shape."""
         import onnx
 
         try:
@@ -157,8 +179,4 @@ class OnnxFile(Step):
             shown = [d or "?" for d in dims]
             raise BadInput(f"is {list(p.input_shape)} but {p.path.name} takes {shown} after the batch axis",
                            key="model.input_shape")
-        if model.ByteSize() < 2**31 - 1:
-            onnx.save(model, str(ctx.out("model")))
-        else:
-            shutil.copyfile(p.path, ctx.out("model"))
-        return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+        return model
