@@ -73,3 +73,13 @@ def test_stat_memo_rehashes_only_changed_files(tmp_path):
     f.write_bytes(b"b" * 1000)
     d2 = memo.digest(f)
     assert d2 != d1 and d2 == digest_file(f)
+
+
+def test_put_repairs_a_damaged_copy_of_the_same_content(tmp_path):
+    cache = Cache(tmp_path / "c")
+    d = _blob(cache, tmp_path, b"good bytes")
+    p = cache.blobs.path(d)
+    os.chmod(p, 0o644)
+    p.write_bytes(b"evil bytes")
+    assert _blob(cache, tmp_path, b"good bytes") == d
+    assert p.read_bytes() == b"good bytes", "a rebuilt output must not be swapped for the damaged copy"

