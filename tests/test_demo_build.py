@@ -124,3 +124,28 @@ def test_fidelity_gate_without_labels(tmp_path, cache_dir):
     assert ok.returncode == 0, ok.stderr[-2000:]
     status = {s["name"]: s["status"] for s in json.loads((tmp_path / "ok" / "report.json").read_text())["steps"]}
     assert set(status.values()) == {"cached"}, "a gate threshold is not part of any key"
+
+
+def test_dynamic_quantization_needs_no_calibration(demo, shared_cache):
+    import onnx
+
+    work, _ = demo
+    proc = run_cli("build", "hydra.run.dir=dynamic", "quant=int8_dynamic", cache=shared_cache, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rep = json.loads((work / "dynamic" / "report.json").read_text())
+    status = {s["name"]: s["status"] for s in rep["steps"]}
+    assert "calibrate" not in status and status["train"] == status["export"] == "cached"
+    ops = {n.op_type for n in onnx.load(str(work / "dynamic" / "artifacts" / "model.int8.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops and rep["accuracy_drop"] <= 0.01
+
+
+def test_qoperator_format(demo, shared_cache):
+    import onnx
+
+    work, _ = demo
+    proc = run_cli("build", "hydra.run.dir=qop", "quant.format=qoperator", cache=shared_cache, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = {s["name"]: s["status"] for s in json.loads((work / "qop" / "report.json").read_text())["steps"]}
+    assert status["calibrate"] == "cached", "the format does not change calibration"
+    ops = {n.op_type for n in onnx.load(str(work / "qop" / "artifacts" / "model.int8.onnx")).graph.node}
+    assert "QLinearConv" in ops
