@@ -6,7 +6,6 @@ key that is wrong, instead of as a cascade of union errors.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import (
@@ -243,10 +242,6 @@ class _KeyError(ValueError):
         super().__init__(message)
 
 
-def input_shape_of(recipe: Recipe) -> tuple[int, ...]:
-    return tuple(recipe.model.input_shape)
-
-
 def recipe_json_schema() -> dict:
     """The JSON Schema of a recipe, as written to ``schemas/recipe.schema.json``."""
     schema = Recipe.model_json_schema()
@@ -255,4 +250,4 @@ def recipe_json_schema() -> dict:
     return schema
 
 
-__all__ = ["Recipe", "SCHEMA_VERSION", "recipe_json_schema", "Path"]
+__all__ = ["Recipe", "SCHEMA_VERSION", "recipe_json_schema"]

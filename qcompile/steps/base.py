@@ -96,10 +96,3 @@ def get_step(kind: str) -> Step:
 
     load_all()
     return _REGISTRY[kind]()
-
-
-def registered_kinds() -> list[str]:
-    from . import load_all
-
-    load_all()
-    return sorted(_REGISTRY)
