@@ -51,8 +51,12 @@ def test_gc_keeps_what_kept_lockfiles_need(tiny, cache_dir, tmp_path):
     proc = run_cli("cache", "gc", "--older-than", "0", cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 0 and "kept 1 builds" in proc.stdout, proc.stdout + proc.stderr
     kept_keys = {s["key"] for s in keep["steps"]}
-    left = {r.key for r in Cache(cache_dir).iter_actions()}
+    cache = Cache(cache_dir)
+    left = {r.key for r in cache.iter_actions()}
     assert left == kept_keys, "exactly the kept build's steps survive"
+    referenced = {d for r in cache.iter_actions() for d in r.outputs.values()}
+    lock_blobs = {e["lock"] for _, e in cache.iter_builds()}
+    assert set(cache.blobs.iter_digests()) == referenced | lock_blobs, "the dropped build's blobs are freed"
 
     rebuilt = run_cli("build", *tiny, "hydra.run.dir=keep2", cache=cache_dir, cwd=tmp_path)
     assert rebuilt.returncode == 0
@@ -95,3 +99,30 @@ def test_gc_needs_a_policy(cache_dir, tmp_path):
 
 def test_parse_size():
     assert parse_size("5GB") == 5 * 2**30 and parse_size("1.5MiB") == int(1.5 * 2**20) and parse_size("100") == 100
+
+
+def test_gc_max_size_drops_least_recently_used_first(tiny, cache_dir, tmp_path):
+    import os
+    import time
+
+    for name, extra in (("a", ["quant.calibration.method=entropy"]), ("b", [])):
+        proc = run_cli("build", *tiny, f"hydra.run.dir={name}", *extra, cache=cache_dir, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    b_keys = {s["key"] for s in json.loads((tmp_path / "b" / "report.json").read_text())["steps"]}
+    shutil.rmtree(tmp_path / "a")
+    shutil.rmtree(tmp_path / "b")  # nothing kept: the size limit alone decides
+    cache = Cache(cache_dir)
+    only_a = sorted(r.key for r in cache.iter_actions() if r.key not in b_keys)
+    assert only_a, "the entropy variant has steps of its own"
+    now = time.time()
+    for i, key in enumerate(only_a):  # a's own records were used long ago, the oldest first in this list
+        os.utime(cache.action_path(key), (now - 10_000 + i, now - 10_000 + i))
+    referenced = {d for r in cache.iter_actions() for d in r.outputs.values()}
+    before = sum(cache.blobs.path(d).stat().st_size for d in referenced)
+    proc = run_cli("cache", "gc", "--max-size", str(before - 1), cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    left = {r.key for r in cache.iter_actions()}
+    assert only_a[0] not in left, "the least recently used record goes first"
+    assert b_keys <= left, "recently used records stay"
+    after = sum(cache.blobs.path(d).stat().st_size for d in cache.blobs.iter_digests())
+    assert after <= before - 1, "what is left fits the limit (lockfiles of deleted builds are freed too)"

@@ -82,14 +82,17 @@ def verify(cache: Cache) -> tuple[int, list[str]]:
     return checked, problems
 
 
-def _kept_builds(cache: Cache, result: GcResult, dry_run: bool) -> tuple[set[str], set[str]]:
-    """(action keys, blob digests) that kept lockfiles need; index entries of deleted builds are dropped."""
+def _kept_builds(cache: Cache, result: GcResult, dry_run: bool) -> tuple[set[str], set[str], set[str]]:
+    """(action keys, blob digests) that kept lockfiles need, and the lockfile blobs of builds no longer kept,
+    whose index entries are dropped."""
     keys: set[str] = set()
     blobs: set[str] = set()
+    dropped: set[str] = set()
     for path, entry in list(cache.iter_builds()):
         alive = [p for p in entry.get("lockfiles", []) if Path(p).is_file()]
         if not alive:
             result.dropped_builds += 1
+            dropped.add(entry.get("lock", ""))
             if not dry_run:
                 path.unlink(missing_ok=True)
             continue
@@ -102,44 +105,62 @@ def _kept_builds(cache: Cache, result: GcResult, dry_run: bool) -> tuple[set[str
         for node in lock.get("nodes", {}).values():
             keys.add(node.get("key"))
             blobs.update(node.get("outputs", {}).values())
-    return keys, blobs
+    return keys, blobs, dropped
 
 
 def gc(cache: Cache, older_than_days: float | None = None, max_bytes: int | None = None,
        include_kept: bool = False, dry_run: bool = False) -> GcResult:
-    """Remove records unused for ``older_than_days`` and/or least-recently-used ones beyond ``max_bytes``,
-    then blobs nothing references and stale scratch files."""
+    """Remove records unused for ``older_than_days`` and/or least-recently-used ones until the blobs fit in
+    ``max_bytes``, then blobs nothing references and stale scratch files."""
     result = GcResult()
-    kept_keys, kept_blobs = (set(), set()) if include_kept else _kept_builds(cache, result, dry_run)
+    kept_keys, kept_blobs, dropped_locks = _kept_builds(cache, result, dry_run)
+    if include_kept:
+        kept_keys, kept_blobs = set(), set()
     now = time.time()
     records = list_records(cache)
+    outputs = {rec.key: set(rec.outputs.values()) for rec in cache.iter_actions()}
     doomed: set[str] = set()
     if older_than_days is not None:
         doomed |= {r["key"] for r in records if now - r["last_used"] > older_than_days * 86400}
+    doomed -= kept_keys
     if max_bytes is not None:
-        total = info(cache)["bytes"]
+        # Count references, so a blob shared by several records frees its bytes only with the last of them.
+        refs: dict[str, int] = {}
+        for key, digests in outputs.items():
+            if key not in doomed:
+                for d in digests:
+                    refs[d] = refs.get(d, 0) + 1
+        for d in kept_blobs:
+            refs[d] = refs.get(d, 0) + 1
+        total = sum(blob_size(cache, d) for d in refs)
         for r in reversed(records):  # least recently used first
             if total <= max_bytes:
                 break
-            if r["key"] not in doomed:
-                doomed.add(r["key"])
-                total -= r["bytes"]
-    doomed -= kept_keys
+            if r["key"] in doomed or r["key"] in kept_keys:
+                continue
+            doomed.add(r["key"])
+            for d in outputs.get(r["key"], ()):
+                refs[d] -= 1
+                if refs[d] == 0:
+                    total -= blob_size(cache, d)
     for key in doomed:
         result.removed_records += 1
         if not dry_run:
             cache.remove_action(key)
     live: set[str] = set(kept_blobs)
-    for rec in cache.iter_actions():
-        if dry_run and rec.key in doomed:
-            continue
-        live.update(rec.outputs.values())
+    for key, digests in outputs.items():
+        if key not in doomed:
+            live |= digests
     for _, entry in cache.iter_builds():
-        live.add(entry.get("lock", ""))
+        if entry.get("lock") not in dropped_locks:
+            live.add(entry.get("lock", ""))
+    released = set().union(dropped_locks, *(outputs.get(k, set()) for k in doomed))
     for digest in list(cache.blobs.iter_digests()):
-        p = cache.blobs.path(digest)
-        young = now - p.stat().st_mtime < STALE_TMP_SECONDS  # a running build may not have recorded it yet
-        if digest not in live and not young:
+        if digest in live:
+            continue
+        # An unreferenced young blob may belong to a build that has not written its record yet.
+        young = now - cache.blobs.path(digest).stat().st_mtime < STALE_TMP_SECONDS
+        if digest in released or not young:
             result.removed_blobs += 1
             result.freed_bytes += blob_size(cache, digest)
             if not dry_run:
