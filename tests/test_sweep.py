@@ -61,3 +61,16 @@ def test_report_verb_rebuilds_the_table(demo, shared_cache, tmp_path):
     assert all((sweep / n).is_file() for n in ("sweep.md", "sweep.csv", "pareto.png"))
     missing = run_cli("report", str(tmp_path / "nope"), cache=shared_cache, cwd=tmp_path)
     assert missing.returncode == 2
+
+
+def test_sweep_across_targets_reuses_the_quantized_model(demo, shared_cache, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("build", "-m", "target=ort_cpu,ort_cpu_1thread", f"hydra.sweep.dir={sweep}",
+                   cache=shared_cache, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reports = _reports(sweep)
+    assert len(reports) == 2
+    for rep in reports:
+        status = {s["name"]: s["status"] for s in rep["steps"]}
+        assert status["quantize"] == "cached", "the target's thread count does not change the model"
+    assert reports[0]["build_id"] != reports[1]["build_id"]
