@@ -33,6 +33,7 @@ class BuildResult:
 
     @property
     def gate_errors(self) -> list[str]:
+        """Messages of the quality gates this build failed (empty when it passed)."""
         return [g["message"] for g in self.report["gates"]]
 
 

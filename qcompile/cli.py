@@ -85,6 +85,7 @@ def _print_outcome(result) -> None:
 
 
 def cmd_build(argv: list[str]) -> int:
+    """``qcompile build``: hand the arguments to Hydra; return the exit code."""
     import hydra
 
     from .recipe.load import DEFAULT_RECIPE, RECIPES_MODULE
@@ -113,6 +114,7 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    """``qcompile plan``: print every node, its inputs, key and cache status."""
     from rich.table import Table
 
     from .cache import Cache
@@ -136,6 +138,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    """``qcompile schema``: write (or ``--check``) the recipe JSON Schema."""
     import json
 
     from .recipe.schema import recipe_json_schema
@@ -154,6 +157,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``qcompile reproduce``: rebuild from a lockfile and compare digests (exit 4 on a difference)."""
     from rich.table import Table
 
     from .run.reproduce import explain, reproduce
@@ -179,6 +183,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_checkout(args: argparse.Namespace) -> int:
+    """``qcompile checkout``: copy a build's artifacts out of the cache by build id."""
     from .run.reproduce import checkout
 
     for p in checkout(args.build_id, args.dir):
@@ -187,6 +192,7 @@ def cmd_checkout(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``qcompile report``: write the sweep table and Pareto plot of a multirun folder."""
     from .report.sweep import write_sweep_report
 
     d = Path(args.multirun_dir)
@@ -198,6 +204,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    """``qcompile cache``: ls, info, verify or gc the cache."""
     import datetime
 
     from .cache import Cache, manage
@@ -236,6 +243,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb but ``build`` (whose arguments belong to Hydra)."""
     from . import __version__
 
     p = argparse.ArgumentParser(prog="qcompile", description="Declarative compiler for quantized model deployment.")

@@ -44,6 +44,7 @@ class Plan:
         self.graph = nx.DiGraph()
 
     def add(self, node: Node) -> Node:
+        """Add a node and the edges from the producers of its inputs (which must already be in the plan)."""
         if node.name in self.graph:
             raise ValueError(f"duplicate node {node.name!r}")
         self.graph.add_node(node.name, node=node)
@@ -54,6 +55,7 @@ class Plan:
         return node
 
     def node(self, name: str) -> Node:
+        """The node called ``name``."""
         return self.graph.nodes[name]["node"]
 
     def order(self) -> list[Node]:

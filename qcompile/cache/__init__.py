@@ -57,6 +57,7 @@ class Cache:
         self.memo = StatMemo(self.root / "memo")
 
     def action_path(self, key: str) -> Path:
+        """Where the record of ``key`` lives."""
         return self.root / "actions" / key[:2] / f"{key}.json"
 
     def lock(self, key: str) -> FileLock:
@@ -105,6 +106,7 @@ class Cache:
         self.failure_path(rec.key).unlink(missing_ok=True)
 
     def failure_path(self, key: str) -> Path:
+        """Where the last failure of ``key`` is recorded."""
         return self.root / "failures" / f"{key}.json"
 
     def record_failure(self, key: str, kind: str, error: str) -> None:
@@ -127,6 +129,7 @@ class Cache:
                 continue
 
     def remove_action(self, key: str) -> None:
+        """Forget a record (its blobs stay until ``gc``)."""
         self.action_path(key).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ builds (lockfiles by build id)
@@ -157,6 +160,7 @@ class Cache:
             return None
 
     def iter_builds(self):
+        """(index path, entry) for every build registered in the cache."""
         d = self.root / "builds"
         for p in sorted(d.glob("*.json")) if d.is_dir() else []:
             try:

@@ -20,6 +20,8 @@ STALE_TMP_SECONDS = 3600  # younger scratch files may belong to a build that is 
 
 @dataclass
 class GcResult:
+    """What a ``gc`` run removed (or would remove, with ``dry_run``)."""
+
     removed_records: int = 0
     removed_blobs: int = 0
     freed_bytes: int = 0
@@ -30,6 +32,7 @@ class GcResult:
 
 
 def blob_size(cache: Cache, digest: str) -> int:
+    """Size of a blob in bytes, 0 when it is gone."""
     try:
         return cache.blobs.path(digest).stat().st_size
     except OSError:
@@ -48,6 +51,7 @@ def list_records(cache: Cache) -> list[dict[str, Any]]:
 
 
 def list_failures(cache: Cache) -> list[dict[str, Any]]:
+    """The recorded failures of steps, with their errors."""
     d = cache.root / "failures"
     out = []
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:

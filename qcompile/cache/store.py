@@ -23,9 +23,11 @@ class BlobStore:
         self.tmp = tmp
 
     def path(self, digest: str) -> Path:
+        """Where the blob named ``digest`` lives (whether or not it exists)."""
         return self.root / digest[:2] / digest
 
     def has(self, digest: str) -> bool:
+        """True when the blob exists (not verified)."""
         return self.path(digest).is_file()
 
     def put(self, src: Path) -> str:
@@ -86,6 +88,7 @@ class BlobStore:
         os.replace(tmp, dest)
 
     def remove(self, digest: str) -> int:
+        """Delete a blob; return the bytes freed."""
         p = self.path(digest)
         try:
             size = p.stat().st_size
@@ -95,6 +98,7 @@ class BlobStore:
             return 0
 
     def iter_digests(self):
+        """Digests of every blob in the store."""
         if not self.root.is_dir():
             return
         for sub in sorted(self.root.iterdir()):
@@ -104,4 +108,5 @@ class BlobStore:
 
 
 def rmtree_quiet(path: Path) -> None:
+    """Remove a folder tree, ignoring what is already gone."""
     shutil.rmtree(path, ignore_errors=True)

@@ -10,6 +10,8 @@ from torch import nn
 
 
 class MnistCnn(nn.Module):
+    """Conv-BN-ReLU-MaxPool twice, then a two-layer classifier; input (N, 1, 28, 28)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(

@@ -30,6 +30,8 @@ UserFile = Annotated[FilePath, AfterValidator(lambda p: p.resolve())]
 
 
 class Section(BaseModel):
+    """Base of every recipe section: immutable, unknown keys refused."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -126,6 +128,8 @@ Data = Annotated[Union[MnistData, SyntheticData, NpzData], Field(discriminator="
 
 # ---------------------------------------------------------------- quant
 class Calibration(Section):
+    """How activation ranges are calibrated (static quantization)."""
+
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     samples: PositiveInt = 256
     batch_size: PositiveInt = 16
@@ -194,6 +198,8 @@ Target = Annotated[Union[OrtCpuTarget], Field(discriminator="kind")]
 
 # ---------------------------------------------------------------- eval, bench, recipe
 class EvalSpec(Section):
+    """Evaluation batch size and the quality gates (exit 3 when one fails)."""
+
     max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="fail the build (exit 3) above this drop")
     min_top1_agreement: float | None = Field(
         None, ge=0, le=1, description="fail the build below this top-1 agreement with FP32 (works without labels)")
@@ -203,6 +209,8 @@ class EvalSpec(Section):
 
 
 class BenchSpec(Section):
+    """Latency measurement: batch sizes, warm-up runs and timed runs."""
+
     batch_sizes: list[PositiveInt] = Field([1, 8], min_length=1)
     warmup: int = Field(10, ge=0)
     iterations: PositiveInt = 50

@@ -21,14 +21,17 @@ class Reporter:
         self.quiet = quiet
 
     def start(self, node: Node) -> None:
+        """A step is about to run."""
         if not self.quiet:
             self.console.print(f"[bold cyan]▶[/] {node.name} [dim]({node.kind})[/]")
 
     def waiting(self, node: Node) -> None:
+        """Another build holds the step's lock."""
         if not self.quiet:
             self.console.print(f"[dim]… {node.name}: another build is running this step; waiting to reuse it[/]")
 
     def track(self, items: Iterable[Any], total: int | None, description: str) -> Iterator[Any]:
+        """Yield ``items`` while drawing a progress bar (on a terminal)."""
         if self.quiet or not self.console.is_terminal:
             yield from items
             return
@@ -41,10 +44,12 @@ class Reporter:
                 progress.advance(task)
 
     def note(self, node: Node, message: str) -> None:
+        """A remark from a step (e.g. an opset other than the one asked for)."""
         if not self.quiet:
             self.console.print(f"  [yellow]note[/] {node.name}: {message}")
 
     def finish(self, outcome: StepOutcome) -> None:
+        """A step ran or was reused; say so, and report a failed gate."""
         if self.quiet:
             return
         if outcome.status == "ran":

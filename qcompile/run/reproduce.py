@@ -30,6 +30,8 @@ class NodeDiff:
 
 @dataclass
 class ReproduceResult:
+    """The outcome of ``reproduce``: per-node comparison and environment changes."""
+
     build_id: str
     new_build_id: str
     out_dir: Path
@@ -38,10 +40,12 @@ class ReproduceResult:
 
     @property
     def first_difference(self) -> NodeDiff | None:
+        """The first node (in build order) whose deterministic outputs differ."""
         return next((n for n in self.nodes if n.status == "differs"), None)
 
     @property
     def identical(self) -> bool:
+        """True when every deterministic output matches the lockfile."""
         return self.first_difference is None
 
 

@@ -22,6 +22,7 @@ class BenchmarkParams(StepParams):
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    """p50/p90/p99 and mean of latency samples in milliseconds."""
     import numpy as np
 
     a = np.asarray(samples_ms)
@@ -31,6 +32,8 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 
 @register
 class OrtBenchmark(Step):
+    """Times FP32 and quantized models per batch size; the CPU model is part of its key."""
+
     kind = "benchmark.ort"
     Params = BenchmarkParams
     inputs = ("fp32", "quant")

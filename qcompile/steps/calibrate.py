@@ -39,6 +39,8 @@ class _OneBatch:
 
 @register
 class OrtCalibrate(Step):
+    """Activation ranges of the pre-processed FP32 model over the calibration split."""
+
     kind = "calibrate.ort"
     version = 2  # 2: calibration.json written with sorted keys
     Params = CalibrateParams

@@ -18,6 +18,8 @@ class EvaluateParams(StepParams):
 
 @register
 class OrtEvaluate(Step):
+    """Accuracy (with labels), top-1 agreement and output cosine of FP32 vs quantized."""
+
     kind = "evaluate.ort"
     Params = EvaluateParams
     inputs = ("fp32", "quant", "data")

@@ -24,6 +24,8 @@ class ExportMismatch(RuntimeError):
 
 @register
 class ExportOnnx(Step):
+    """torch -> ONNX with the dynamo exporter, checked and compared with torch."""
+
     kind = "export.onnx"
     version = 2  # 2: stack traces (absolute source paths) stripped from node metadata
     Params = ExportParams

@@ -12,6 +12,7 @@ from .base import Step, StepContext, StepParams, register
 
 
 def save_state_dict(model, path: Path) -> None:
+    """Save a model's weights (contiguous copies, so equal weights give equal bytes)."""
     import torch
 
     torch.save({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, path)

@@ -17,6 +17,8 @@ class PreprocessParams(StepParams):
 
 @register
 class OrtPreprocess(Step):
+    """``quant_pre_process``: shape inference and fusions, as ORT recommends before quantizing."""
+
     kind = "optimize.ort_preprocess"
     Params = PreprocessParams
     inputs = ("model",)

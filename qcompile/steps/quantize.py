@@ -84,6 +84,8 @@ class DynamicParams(StepParams):
 
 @register
 class OrtDynamicQuantize(Step):
+    """``quantize_dynamic``: int8 weights, activations quantized at run time."""
+
     kind = "quantize.ort_dynamic"
     Params = DynamicParams
     inputs = ("model",)
