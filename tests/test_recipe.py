@@ -23,7 +23,7 @@ def test_demo_recipe_composes_and_resolves_fast_defaults():
     # On x86 ORT CPU the fast choice is uint8 activations with int8 weights, QDQ.
     assert q.activation_type == "uint8" and q.weight_type == "int8" and q.format == "qdq"
     assert [n.name for n in plan.order()] == ["data", "train", "export", "optimize", "calibrate", "quantize",
-                                              "evaluate", "benchmark"]
+                                              "evaluate", "benchmark", "package"]
 
 
 def test_resnet50_recipe_and_overrides():
@@ -52,6 +52,7 @@ def test_user_config_dir(tmp_path):
     (["model=resnet50", "model.name=resnet51", "data=synthetic"], "model.name", "did you mean resnet50"),
     (["model=resnet18", "model.weights=/no/such/weights.pt", "data=synthetic"], "model.weights", "not found"),
     (["data.kind=imagenet"], "data", "mnist, synthetic, npz"),
+    (["data=synthetic"], "data.kind", "trains on data kind 'mnist'"),
 ])
 def test_bad_recipe_names_the_key(overrides, key, fragment):
     with pytest.raises(BadInput) as e:

