@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from qcompile.cache import ActionRecord, Cache
+import pytest
+
+from qcompile.cache import ActionRecord, Cache, CorruptBlob
 from qcompile.cache.keys import StatMemo, canonical_json, digest_file
 
 
@@ -13,6 +15,13 @@ def _blob(cache: Cache, tmp_path, content: bytes) -> str:
     src = tmp_path / "src.bin"
     src.write_bytes(content)
     return cache.blobs.put(src)
+
+
+def _damage(cache: Cache, digest: str, content: bytes) -> None:
+    """Overwrite a blob in place, as a disk fault or a careless user would (blobs are read-only)."""
+    p = cache.blobs.path(digest)
+    os.chmod(p, 0o644)
+    p.write_bytes(content)
 
 
 def test_canonical_json_ignores_key_order():
@@ -33,8 +42,7 @@ def test_tampered_blob_invalidates_the_record(tmp_path):
     cache.record(ActionRecord("k" * 64, "x", {"out": d}, {}, 0.1, time.time()))
     assert cache.lookup("k" * 64) is not None
     p = cache.blobs.path(d)
-    os.chmod(p, 0o644)
-    p.write_bytes(b"weightz")
+    _damage(cache, d, b"weightz")
     assert cache.lookup("k" * 64) is None, "a damaged blob must never be used"
     assert not p.exists() and cache.lookup("k" * 64) is None
 
@@ -50,16 +58,10 @@ def test_truncated_record_is_discarded(tmp_path):
 def test_copy_out_detects_corruption(tmp_path):
     cache = Cache(tmp_path / "c")
     d = _blob(cache, tmp_path, b"model bytes")
-    p = cache.blobs.path(d)
-    os.chmod(p, 0o644)
-    p.write_bytes(b"evil bytes!")
+    _damage(cache, d, b"evil bytes!")
     dest = tmp_path / "out" / "model.onnx"
-    try:
+    with pytest.raises(CorruptBlob):
         cache.blobs.copy_out(d, dest)
-    except Exception as e:
-        assert type(e).__name__ == "CorruptBlob"
-    else:
-        raise AssertionError("corruption not detected")
     assert not dest.exists()
 
 
@@ -79,7 +81,6 @@ def test_put_repairs_a_damaged_copy_of_the_same_content(tmp_path):
     cache = Cache(tmp_path / "c")
     d = _blob(cache, tmp_path, b"good bytes")
     p = cache.blobs.path(d)
-    os.chmod(p, 0o644)
-    p.write_bytes(b"evil bytes")
+    _damage(cache, d, b"evil bytes")
     assert _blob(cache, tmp_path, b"good bytes") == d
     assert p.read_bytes() == b"good bytes", "a rebuilt output must not be swapped for the damaged copy"

@@ -17,6 +17,8 @@ from .scheduler import StepOutcome
 
 LOCK_VERSION = 1
 LOCK_NAME = "qcompile.lock.json"
+# Libraries whose versions a lockfile records for the whole build (each step also records its own).
+BUILD_LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
 
 
 def make_lock(recipe: Recipe, plan: Plan, outcomes: list[StepOutcome]) -> dict[str, Any]:
@@ -43,7 +45,7 @@ def make_lock(recipe: Recipe, plan: Plan, outcomes: list[StepOutcome]) -> dict[s
         "schema_version": SCHEMA_VERSION,
         "build_id": build_id,
         "recipe": recipe_json,
-        "env": env_fingerprint(("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy"), host=True),
+        "env": env_fingerprint(BUILD_LIBRARIES, host=True),
         "nodes": nodes,
     }
 

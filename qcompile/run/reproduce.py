@@ -12,7 +12,7 @@ from ..cache.keys import env_fingerprint
 from ..errors import BadInput
 from ..recipe.load import validate
 from ..steps.base import get_step
-from .lockfile import LOCK_NAME, plan_from_lock, read_lock
+from .lockfile import BUILD_LIBRARIES, LOCK_NAME, plan_from_lock, read_lock
 from .progress import Reporter
 
 
@@ -79,9 +79,8 @@ def reproduce(lockfile: str | Path, out_dir: str | Path | None = None, cache: Ca
         status = "same" if same else ("expected" if not step.deterministic else "differs")
         diffs.append(NodeDiff(name, old["kind"], status, old["key"] == new.key, outputs,
                               _env_diff(old.get("env", {}), new.env)))
-    libs = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
     return ReproduceResult(lock["build_id"], result.build_id, out, diffs,
-                           _env_diff(lock.get("env", {}), env_fingerprint(libs, host=True)))
+                           _env_diff(lock.get("env", {}), env_fingerprint(BUILD_LIBRARIES, host=True)))
 
 
 def explain(diff: NodeDiff) -> str:
