@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/qcompile build
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -36,7 +36,7 @@ def main() -> None:
         for bs in m["fp32"]["latency_ms"]:
             f, q = m["fp32"]["latency_ms"][bs]["p50"], m["int8"]["latency_ms"][bs]["p50"]
             print(f"{label:<20} {bs:>3} {f:>12.2f} {q:>12.2f} {f / q:>8.2f}x")
-        fid = rep["fidelity"]
+        fid = rep["fidelity"]["int8"]
         print(f"{'':<20} top-1 agreement {fid['top1_agreement']:.3f}, cosine {fid['cosine_mean']:.4f}, "
               f"size {m['fp32']['size_bytes'] / 2**20:.1f} MiB -> {m['int8']['size_bytes'] / 2**20:.1f} MiB")
 

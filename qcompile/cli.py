@@ -71,16 +71,19 @@ def _remove_unbuilt(out: Path) -> None:
 
 def _print_outcome(result) -> None:
     r = result.report
-    m = r["metrics"]
+    m, ref = r["metrics"], r["reference"]
     parts = [f"built {r['recipe']} [bold]{r['build_id']}[/] in {result.out_dir}"]
-    acc = r["metrics"]["int8"]["accuracy"]
-    if acc is not None:
-        parts.append(f"int8 accuracy {acc * 100:.2f}% (fp32 {m['fp32']['accuracy'] * 100:.2f}%)")
-    if r["speedup_p50"]:
-        bs, s = next(iter(r["speedup_p50"].items()))
-        parts.append(f"{s:.2f}x faster at batch {bs}")
-    if m["fp32"]["size_bytes"] and m["int8"]["size_bytes"]:
-        parts.append(f"{m['fp32']['size_bytes'] / m['int8']['size_bytes']:.1f}x smaller")
+    for name in r["variants"]:
+        if name == ref:
+            continue
+        acc = m[name]["accuracy"]
+        if acc is not None:
+            parts.append(f"{name} accuracy {acc * 100:.2f}% ({ref} {m[ref]['accuracy'] * 100:.2f}%)")
+        if r["speedup_p50"].get(name):
+            bs, s = next(iter(r["speedup_p50"][name].items()))
+            parts.append(f"{name} {s:.2f}x the speed of {ref} at batch {bs}")
+        if m[ref]["size_bytes"] and m[name]["size_bytes"]:
+            parts.append(f"{m[ref]['size_bytes'] / m[name]['size_bytes']:.1f}x smaller")
     Console(highlight=False).print("qcompile: " + ", ".join(parts), soft_wrap=True)
 
 
@@ -160,7 +163,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     """``qcompile reproduce``: rebuild from a lockfile and compare digests (exit 4 on a difference)."""
     from rich.table import Table
 
-    from .run.reproduce import explain, reproduce
+    from .build.reproduce import explain, reproduce
 
     res = reproduce(args.lockfile, args.out)
     table = Table(title=f"reproduce {res.build_id} → {res.out_dir}", title_justify="left")
@@ -184,7 +187,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_checkout(args: argparse.Namespace) -> int:
     """``qcompile checkout``: copy a build's artifacts out of the cache by build id."""
-    from .run.reproduce import checkout
+    from .build.reproduce import checkout
 
     for p in checkout(args.build_id, args.dir):
         Console().print(str(p))

@@ -1,4 +1,5 @@
-"""The step graph: nodes with typed params and named inputs, held in a networkx DiGraph.
+"""The step graph: nodes with typed params and named inputs, held in a networkx DiGraph, and what happened to
+each node in a build.
 
 Knows nothing of torch or ONNX: a node only names its step kind.
 """
@@ -37,11 +38,33 @@ class Node:
     gate: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class StepOutcome:
+    """What happened to one node in a build."""
+
+    name: str
+    kind: str
+    key: str | None
+    status: str  # ran | cached | failed | pending | will run
+    seconds: float = 0.0
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    gate_error: str | None = None
+    error: str | None = None
+
+
 class Plan:
-    """A DAG of nodes; edges run from producer to consumer."""
+    """A DAG of nodes; edges run from producer to consumer.
+
+    ``variants`` describes the models the plan measures (name -> where its model comes from, how it was made,
+    which nodes evaluate, time and compare it), so reports need not know node names.
+    """
 
     def __init__(self) -> None:
         self.graph = nx.DiGraph()
+        self.variants: dict[str, dict[str, Any]] = {}
 
     def add(self, node: Node) -> Node:
         """Add a node and the edges from the producers of its inputs (which must already be in the plan)."""

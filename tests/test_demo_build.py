@@ -12,8 +12,11 @@ def test_demo_report(demo):
     m = rep["metrics"]
     assert rep["status"] == "ok" and len(rep["build_id"]) == 16
     assert m["fp32"]["accuracy"] > 0.93, "the demo CNN must really learn MNIST"
-    assert rep["accuracy_drop"] <= 0.01, "INT8 within 1 point of FP32"
-    assert rep["fidelity"]["top1_agreement"] > 0.97
+    assert rep["variants"] == ["fp32", "int8"] and rep["reference"] == "fp32"
+    assert rep["accuracy_drop"]["int8"] <= 0.01, "INT8 within 1 point of FP32"
+    assert rep["fidelity"]["int8"]["top1_agreement"] > 0.97 and rep["fidelity"]["int8"]["top5_overlap"] > 0.9
+    assert m["fp32"]["top5"] >= m["fp32"]["accuracy"]
+    assert rep["target"]["kind"] == "ort_cpu" and rep["target"]["activation_type"] in ("uint8", "int8")
     assert m["int8"]["size_bytes"] < m["fp32"]["size_bytes"] / 3
     for variant in ("fp32", "int8"):
         assert set(m[variant]["latency_ms"]) == {"1", "8"}
@@ -60,8 +63,8 @@ def test_quant_option_change_reruns_only_quantization(demo, shared_cache):
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = {s["name"]: s["status"] for s in json.loads((work / "perchannel" / "report.json").read_text())["steps"]}
     assert status == {"data": "cached", "train": "cached", "export": "cached", "optimize": "cached",
-                      "calibrate": "cached", "quantize": "ran", "evaluate": "ran", "benchmark": "ran",
-                      "package": "ran"}
+                      "calibrate": "cached", "quantize": "ran", "evaluate.fp32": "cached", "benchmark.fp32": "cached",
+                      "evaluate.int8": "ran", "benchmark.int8": "ran", "compare.int8": "ran", "package": "ran"}
 
 
 def test_calibration_change_keeps_export_cached(demo, shared_cache):
@@ -80,7 +83,7 @@ def test_same_output_keeps_downstream_cached(demo, shared_cache):
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = {s["name"]: s["status"] for s in json.loads((work / "cutoff" / "report.json").read_text())["steps"]}
     assert status["calibrate"] == "ran"
-    assert status["quantize"] == status["evaluate"] == status["benchmark"] == "cached"
+    assert status["quantize"] == status["evaluate.int8"] == status["benchmark.int8"] == "cached"
 
 
 def test_plan_shows_keys_and_status(demo, shared_cache):
@@ -99,7 +102,7 @@ def test_gate_failure_exits_3_with_report(demo, shared_cache):
     proc = run_cli("build", "hydra.run.dir=gate", "quant.calibration.method=percentile",
                    "quant.calibration.percentile=50", cache=shared_cache, cwd=work)
     rep = json.loads((work / "gate" / "report.json").read_text())
-    assert rep["accuracy_drop"] > 0.01
+    assert rep["accuracy_drop"]["int8"] > 0.01
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "max_accuracy_drop" in proc.stderr and "Traceback" not in proc.stderr
     assert rep["status"] == "gate_failed" and rep["gates"]
@@ -120,7 +123,7 @@ def test_fidelity_gate_without_labels(tmp_path, cache_dir):
     proc = run_cli("build", *args, "eval.min_cosine=1.0", "hydra.run.dir=strict", cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 3 and "eval.min_cosine" in proc.stderr, proc.stderr[-2000:]
     rep = json.loads((tmp_path / "strict" / "report.json").read_text())
-    assert rep["metrics"]["int8"]["accuracy"] is None and rep["fidelity"]["cosine_mean"] < 1.0
+    assert rep["metrics"]["int8"]["accuracy"] is None and rep["fidelity"]["int8"]["cosine_mean"] < 1.0
     ok = run_cli("build", *args, "eval.min_cosine=0.99", "hydra.run.dir=ok", cache=cache_dir, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr[-2000:]
     status = {s["name"]: s["status"] for s in json.loads((tmp_path / "ok" / "report.json").read_text())["steps"]}
@@ -136,8 +139,11 @@ def test_dynamic_quantization_needs_no_calibration(demo, shared_cache):
     rep = json.loads((work / "dynamic" / "report.json").read_text())
     status = {s["name"]: s["status"] for s in rep["steps"]}
     assert "calibrate" not in status and status["train"] == status["export"] == "cached"
-    ops = {n.op_type for n in onnx.load(str(work / "dynamic" / "artifacts" / "model.int8.onnx")).graph.node}
-    assert "DynamicQuantizeLinear" in ops and rep["accuracy_drop"] <= 0.01
+    assert status["evaluate.fp32"] == "cached", "the same FP32 measurement serves every scheme"
+    assert rep["variants"] == ["fp32", "int8_dynamic"], "variants are named by scheme"
+    ops = {n.op_type for n in onnx.load(str(work / "dynamic" / "artifacts" / "model.int8_dynamic.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops and rep["accuracy_drop"]["int8_dynamic"] <= 0.01
+    assert "int8_dynamic" in (work / "dynamic" / "report.md").read_text()
 
 
 def test_qoperator_format(demo, shared_cache):

@@ -20,10 +20,31 @@ def test_demo_recipe_composes_and_resolves_fast_defaults():
     assert r.model.kind == "mnist_cnn" and r.data.kind == "mnist" and r.quant.kind == "static"
     plan = qcompile.compile_plan(r)
     q = plan.node("quantize").params
-    # On x86 ORT CPU the fast choice is uint8 activations with int8 weights, QDQ.
-    assert q.activation_type == "uint8" and q.weight_type == "int8" and q.format == "qdq"
-    assert [n.name for n in plan.order()] == ["data", "train", "export", "optimize", "calibrate", "quantize",
-                                              "evaluate", "benchmark", "package"]
+    # target.isa=auto: the machine that runs the quantize step picks the type (not the planning host).
+    assert q.activation_type == "host" and q.weight_type == "int8" and q.format == "qdq"
+    assert [n.name for n in plan.order()] == [
+        "data", "train", "export", "optimize", "calibrate", "quantize", "evaluate.fp32", "benchmark.fp32",
+        "evaluate.int8", "benchmark.int8", "compare.int8", "package"]
+    assert list(plan.variants) == ["fp32", "int8"]
+
+
+@pytest.mark.parametrize("isa, activation", [("avx512_vnni", "uint8"), ("avx2", "uint8"), ("arm64", "int8")])
+def test_target_isa_sets_the_activation_type(isa, activation):
+    """The target owns the quant defaults: an ARM target gets int8 activations whatever host plans the build."""
+    plan = qcompile.compile_plan(qcompile.load_recipe("demo", [f"target.isa={isa}"]))
+    assert plan.node("quantize").params.activation_type == activation
+    explicit = qcompile.compile_plan(qcompile.load_recipe("demo", [f"target.isa={isa}", "quant.activation_type=int8"]))
+    assert explicit.node("quantize").params.activation_type == "int8", "an explicit choice wins"
+
+
+def test_host_isa_enters_the_quantize_key_only_when_the_host_decides():
+    from qcompile.cache.keys import cpu_isa
+    from qcompile.steps.base import get_step
+
+    step = get_step("quantize.ort_static")
+    auto = qcompile.compile_plan(qcompile.load_recipe("demo")).node("quantize").params
+    fixed = qcompile.compile_plan(qcompile.load_recipe("demo", ["target.isa=avx2"])).node("quantize").params
+    assert step.host_facts(auto) == {"isa": cpu_isa()} and step.host_facts(fixed) == {}
 
 
 def test_resnet50_recipe_and_overrides():
@@ -51,12 +72,14 @@ def test_user_config_dir(tmp_path):
     (["quant.format=qint8"], "quant.format", "not one of: qdq, qoperator"),
     (["model=resnet50", "model.name=resnet51", "data=synthetic"], "model.name", "did you mean resnet50"),
     (["model=resnet18", "model.weights=/no/such/weights.pt", "data=synthetic"], "model.weights", "not found"),
-    (["data.kind=imagenet"], "data", "mnist, synthetic, npz"),
-    (["data=synthetic"], "data.kind", "trains on data kind 'mnist'"),
+    (["data.kind=imagenet"], "data", "mnist, npz, synthetic"),
+    (["data=synthetic"], "data.kind", "model.kind=mnist_cnn needs a training split (samples.train); "
+                                      "data.kind=synthetic provides none"),
 ])
 def test_bad_recipe_names_the_key(overrides, key, fragment):
+    """Schema errors come from load_recipe; errors between sections (ports) from compile_plan."""
     with pytest.raises(BadInput) as e:
-        qcompile.load_recipe("demo", overrides)
+        qcompile.compile_plan(qcompile.load_recipe("demo", overrides))
     msg = str(e.value)
     assert msg.startswith(f"{key}:"), msg
     assert fragment in msg
@@ -76,7 +99,7 @@ def test_schema_file_is_current():
 def test_torchvision_names_match_installed_torchvision():
     import torchvision
 
-    from qcompile.recipe.torchvision_names import TORCHVISION_CLASSIFIERS
+    from qcompile.kinds.model._torchvision_names import TORCHVISION_CLASSIFIERS
 
     assert list(TORCHVISION_CLASSIFIERS) == torchvision.models.list_models(module=torchvision.models)
 

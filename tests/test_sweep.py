@@ -27,7 +27,9 @@ def test_six_variant_parallel_sweep_shares_steps(cache_dir, tmp_path):
     assert ran["data"] == ran["train"] == ran["export"] == ran["optimize"] == 1, ran
     assert ran["calibrate"] == 3, "once per method: per-channel does not change calibration"
     assert ran["quantize"] == 6
-    keys = {r["quantization"]["method"]: s["key"] for r in reports for s in r["steps"] if s["name"] == "calibrate"}
+    assert ran["evaluate.fp32"] == ran["benchmark.fp32"] == 1, "FP32 is measured once for the whole sweep"
+    assert ran["evaluate.int8"] == ran["benchmark.int8"] == ran["compare.int8"] == 6
+    keys = {r["schemes"]["int8"]["method"]: s["key"] for r in reports for s in r["steps"] if s["name"] == "calibrate"}
     assert len(set(keys.values())) == 3
 
     rows = list(csv.DictReader((sweep / "sweep.csv").open()))

@@ -29,17 +29,18 @@ def make_report(acc: float | None, p50: float, size: int, *, status: str = "ok",
                 "8": {"p50": p * 4, "p90": p * 4.4, "p99": p * 5.6, "mean": p * 4.1}}
 
     return {
-        "report_version": 1, "build_id": build_id, "recipe": "demo", "status": status,
+        "report_version": 2, "build_id": build_id, "recipe": "demo", "status": status,
         "steps": [{"name": "export", "kind": "export.onnx", "key": "83fa", "status": "cached", "seconds": 0.01},
                   {"name": "quantize", "kind": "quantize.ort_static", "key": "349d", "status": "ran", "seconds": 0.2},
-                  {"name": "evaluate", "kind": "evaluate.ort", "key": "81e4", "status": "ran", "seconds": 0.1}],
-        "quantization": {"kind": "quantize.ort_static", "format": "qdq", "per_channel": True},
+                  {"name": "evaluate.int8", "kind": "evaluate.ort", "key": "81e4", "status": "ran", "seconds": 0.1}],
+        "reference": "fp32", "variants": ["fp32", "int8"],
+        "schemes": {"fp32": {"kind": "fp32"}, "int8": {"kind": "static", "format": "qdq", "per_channel": True}},
         "metrics": {"fp32": {"size_bytes": 1_700_000, "accuracy": fp32_acc, "latency_ms": lat(0.05)},
                     "int8": {"size_bytes": size, "accuracy": acc, "latency_ms": lat(p50)}},
-        "accuracy_drop": None if acc is None else round(fp32_acc - acc, 6),
-        "fidelity": {"top1_agreement": 0.99, "cosine_mean": cosine, "cosine_min": 0.99, "max_abs_diff": 2.1},
-        "speedup_p50": {"1": round(0.05 / p50, 3)},
-        "gates": [{"step": "evaluate", "message": "accuracy drop too large"}] if status == "gate_failed" else [],
+        "accuracy_drop": {"int8": None if acc is None else round(fp32_acc - acc, 6)},
+        "fidelity": {"int8": {"top1_agreement": 0.99, "cosine_mean": cosine, "cosine_min": 0.99, "max_abs_diff": 2.1}},
+        "speedup_p50": {"int8": {"1": round(0.05 / p50, 3)}},
+        "gates": [{"step": "compare.int8", "message": "accuracy drop too large"}] if status == "gate_failed" else [],
         "notes": [], "artifacts": [],
     }
 
@@ -97,7 +98,8 @@ def test_collect_sweep_rows_and_statuses(labelled_sweep):
     assert r0["accuracy"] == 0.960 and r0["accuracy_fp32"] == 0.962 and r0["accuracy_drop"] == pytest.approx(0.002)
     assert r0["p50_ms_bs1"] == 0.030 and r0["p50_ms_bs8"] == 0.120 and r0["size_bytes"] == 450_000
     assert r0["cosine_mean"] == 0.9998 and r0["top1_agreement"] == 0.99 and r0["build_id"] == "721e5f0a054969dd"
-    assert r0["steps_ran"] == "quantize evaluate" and r0["error"] == "" and r0["exit_code"] is None
+    assert r0["steps_ran"] == "quantize evaluate.int8" and r0["error"] == "" and r0["exit_code"] is None
+    assert r0["variant"] == "int8"
     assert rows[5]["error"] == "quantized accuracy 0.9000 is 6.20 points below FP32" and rows[5]["exit_code"] == 3
     failed = rows[6]
     assert failed["error"].startswith("quant.calibration.method: unknown") and failed["exit_code"] == 2
@@ -141,7 +143,7 @@ def test_write_sweep_report(labelled_sweep):
     assert sum(ln.count("★") for ln in md.splitlines() if ln.startswith("|")) == 3
     for r in collect_sweep(labelled_sweep):
         assert r["overrides"] in md
-    assert table[0]["accuracy (quality)"] == "96.00%" and table[0]["size_bytes"] == "439.5 KB"
+    assert table[0]["accuracy (quality)"] == "96.00%" and table[0]["size_bytes"] == "439.5 KiB"
     assert "unknown method 'bogus'" in md and "second line" not in md
 
     with paths["csv"].open(newline="") as f:

@@ -81,6 +81,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The instruction set that decides ORT's fast int8 kernels: avx512_vnni, avx_vnni, avx2, x86, arm64 or
+    other (read from /proc/cpuinfo's flags; no library import)."""
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return "arm64"
+    if machine not in ("x86_64", "amd64", "i686", "x86"):
+        return "other"
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    for isa in ("avx512_vnni", "avx_vnni", "avx2"):
+        if isa in flags:
+            return isa
+    return "x86"
+
+
 def env_fingerprint(libraries: tuple[str, ...], host: bool = False) -> dict[str, Any]:
     """Versions of the libraries a step uses, read from package metadata (no import of the library itself).
 

@@ -1,4 +1,7 @@
-"""Assemble report.json and report.md for one build from the step outcomes."""
+"""Assemble report.json and report.md for one build from the step outcomes and the plan's variants.
+
+Variants are named by their scheme (``fp32``, ``int8``, ``int8_dynamic``...), never by a literal.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +9,39 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..run.scheduler import StepOutcome
+from ..graph import StepOutcome
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name
 
 
-def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: list[dict[str, Any]],
-                sizes: dict[str, int]) -> dict[str, Any]:
-    """report.json content: steps, metrics per variant, fidelity, speedups, gates and artifacts."""
+def _speedup(ref: dict[str, Any], lat: dict[str, Any]) -> dict[str, float]:
+    return {bs: round(r["p50"] / lat[bs]["p50"], 3) for bs, r in ref.items() if bs in lat and lat[bs]["p50"] > 0}
+
+
+def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """report.json content: steps, metrics per variant, fidelity, speed-ups, gates and artifacts."""
     by_name = {o.name: o for o in outcomes}
-    ev = by_name.get("evaluate")
-    bench = by_name.get("benchmark")
-    evr = ev.result if ev else {}
-    acc = evr.get("accuracy") or {}
-    latency = bench.result if bench else {}
-    metrics = {}
-    for variant, src in (("fp32", "fp32"), ("int8", "quant")):
-        metrics[variant] = {
-            "size_bytes": sizes.get(variant),
-            "accuracy": acc.get(src),
-            "latency_ms": latency.get(src, {}),
-        }
-    speedup = {}
-    for bs, lat in latency.get("fp32", {}).items():
-        q = latency.get("quant", {}).get(bs)
-        if q and q["p50"] > 0:
-            speedup[bs] = round(lat["p50"] / q["p50"], 3)
+    sizes = {a["path"].removeprefix("artifacts/"): a["size_bytes"] for a in artifacts}
+    variants = lock["variants"]
+    reference = next(name for name, v in variants.items() if v["reference"])
+    metrics, fidelity, drops, speedups, schemes = {}, {}, {}, {}, {}
+    for name, v in variants.items():
+        ev = by_name[v["nodes"]["evaluate"]].result
+        lat = by_name[v["nodes"]["benchmark"]].result
+        scores = ev.get("scores") or {}
+        metrics[name] = {"size_bytes": sizes.get(v["artifact"]), "accuracy": scores.get("top1"),
+                         "top5": scores.get("top5"), "latency_ms": {k: lat[k] for k in lat if k != "notes"}}
+        schemes[name] = v["scheme"]
+        if "compare" in v["nodes"]:
+            cmp = by_name[v["nodes"]["compare"]].result
+            fidelity[name] = cmp["fidelity"]
+            drops[name] = (cmp.get("drop") or {}).get("top1")
+    for name in variants:
+        if name != reference:
+            speedups[name] = _speedup(metrics[reference]["latency_ms"], metrics[name]["latency_ms"])
+    quantized = next((o.result for o in outcomes if o.kind.startswith("quantize.")), {})
     gates = [{"step": o.name, "message": o.gate_error} for o in outcomes if o.gate_error]
     notes = [f"{o.name}: {n}" for o in outcomes for n in o.result.get("notes", [])]
-    quant_node = lock["nodes"].get("quantize", {})
     return {
         "report_version": REPORT_VERSION,
         "build_id": lock["build_id"],
@@ -43,12 +50,16 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
         "status": "gate_failed" if gates else "ok",
         "steps": [{"name": o.name, "kind": o.kind, "key": o.key, "status": o.status,
                    "seconds": round(o.seconds, 3)} for o in outcomes],
-        "quantization": {"kind": quant_node.get("kind"), **quant_node.get("params", {})},
+        "reference": reference,
+        "variants": list(variants),
+        "schemes": schemes,
+        "target": {**lock["recipe"]["target"], **{k: quantized[k] for k in ("isa", "activation_type")
+                                                  if k in quantized}},
         "metrics": metrics,
-        "accuracy_drop": acc.get("drop"),
-        "fidelity": evr.get("fidelity"),
-        "eval_samples": evr.get("samples"),
-        "speedup_p50": speedup,
+        "accuracy_drop": drops,
+        "fidelity": fidelity,
+        "eval_samples": by_name[variants[reference]["nodes"]["evaluate"]].result.get("samples"),
+        "speedup_p50": speedups,
         "gates": gates,
         "notes": notes,
         "artifacts": artifacts,
@@ -61,29 +72,41 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return f"{v * 100:.2f}%" if pct else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
+def _size(n: int | None) -> str:
+    if not n:
+        return "–"
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     """report.md: the same facts as report.json, laid out for a person."""
-    m = report["metrics"]
+    m, ref = report["metrics"], report["reference"]
+    batches = list(m[ref]["latency_ms"])
     lines = [f"# qcompile build `{report['build_id']}` — {report['recipe']}", "",
              f"Status: **{report['status']}**", ""]
-    lines += ["## Models", "", "| variant | size (KB) | accuracy | " +
-              " | ".join(f"p50 ms (bs {bs})" for bs in m["fp32"]["latency_ms"]) + " |",
-              "|---|---:|---:|" + "---:|" * len(m["fp32"]["latency_ms"])]
-    for variant in ("fp32", "int8"):
-        v = m[variant]
-        lat = " | ".join(_fmt(x["p50"]) for x in v["latency_ms"].values())
-        size = _fmt(round(v["size_bytes"] / 1024, 1)) if v["size_bytes"] else "–"
-        lines.append(f"| {variant} | {size} | {_fmt(v['accuracy'], pct=True)} | {lat} |")
+    target = report["target"]
+    lines += [f"Target: {target.get('kind')}" + "".join(f", {k} {target[k]}" for k in ("isa", "activation_type")
+                                                        if k in target), ""]
+    lines += ["## Models", "", "| variant | size | top-1 | top-5 | " +
+              " | ".join(f"p50 ms (bs {bs})" for bs in batches) + " |",
+              "|---|---:|---:|---:|" + "---:|" * len(batches)]
+    for name in report["variants"]:
+        v = m[name]
+        lat = " | ".join(_fmt(v["latency_ms"].get(bs, {}).get("p50")) for bs in batches)
+        lines.append(f"| {name} | {_size(v['size_bytes'])} | {_fmt(v['accuracy'], pct=True)} | "
+                     f"{_fmt(v['top5'], pct=True)} | {lat} |")
     lines.append("")
-    if report["accuracy_drop"] is not None:
-        lines.append(f"Accuracy drop: {report['accuracy_drop'] * 100:.2f} points "
-                     f"on {report['eval_samples']} held-out samples.")
-    fid = report.get("fidelity") or {}
-    if fid:
-        lines.append(f"Fidelity vs FP32: top-1 agreement {fid['top1_agreement'] * 100:.2f}%, "
-                     f"output cosine mean {fid['cosine_mean']:.5f} (min {fid['cosine_min']:.5f}).")
-    if report["speedup_p50"]:
-        lines.append("Speed-up (p50): " + ", ".join(f"batch {b}: {s:.2f}x" for b, s in report["speedup_p50"].items()))
+    for name, fid in report["fidelity"].items():
+        drop = report["accuracy_drop"].get(name)
+        if drop is not None:
+            lines.append(f"{name}: top-1 accuracy drop {drop * 100:.2f} points on {report['eval_samples']} "
+                         "held-out samples.")
+        parts = [f"top-1 agreement {fid['top1_agreement'] * 100:.2f}%"] if "top1_agreement" in fid else []
+        parts.append(f"output cosine mean {fid['cosine_mean']:.5f} (min {fid['cosine_min']:.5f})")
+        lines.append(f"{name} vs {ref}: " + ", ".join(parts) + ".")
+        sp = report["speedup_p50"].get(name) or {}
+        if sp:
+            lines.append(f"{name} speed-up (p50): " + ", ".join(f"batch {b}: {s:.2f}x" for b, s in sp.items()))
     for g in report["gates"]:
         lines.append(f"\n**Gate failed** ({g['step']}): {g['message']}")
     for n in report["notes"]:

@@ -1,4 +1,4 @@
-"""Pareto front of a sweep (quality vs INT8 latency) and its plot.
+"""Pareto front of a sweep (quality vs the quantized variant's latency) and its plot.
 
 matplotlib is an optional extra (``qcompile[sweep]``), so it is only imported inside ``plot_pareto``.
 """
@@ -39,8 +39,8 @@ def choose_axes(rows: list[Row]) -> tuple[str, str | None]:
 def quality_label(quality_key: str) -> str:
     """Axis label / table note that says which quality measure is shown, and why."""
     if quality_key == "accuracy":
-        return "INT8 accuracy (%)"
-    return "INT8 output cosine vs FP32 (mean; data has no labels)"
+        return "accuracy of the variant (%)"
+    return "output cosine vs FP32 (mean; data has no labels)"
 
 
 def short_labels(rows: list[Row]) -> list[str]:
@@ -61,7 +61,7 @@ def short_labels(rows: list[Row]) -> list[str]:
 
 def plot_pareto(rows: list[Row], front: set[int], quality_key: str, latency_key: str | None,
                 path: Path) -> None:
-    """Write a PNG scatter of quality vs INT8 p50 latency; marker area follows INT8 model size.
+    """Write a PNG scatter of quality vs p50 latency of each row's variant; marker area follows its model size.
 
     Pareto-optimal variants are highlighted, joined by a step line and labelled with the overrides that
     differ between variants; gate-failed variants are drawn hollow; failed and missing ones are left out.
@@ -121,14 +121,14 @@ def plot_pareto(rows: list[Row], front: set[int], quality_key: str, latency_key:
         ax.text(0.5, 0.5, "no built variant has both a quality and a latency figure",
                 ha="center", va="center", transform=ax.transAxes, color="0.4")
     bs = latency_key[len("p50_ms_bs"):] if latency_key else "?"
-    ax.set_xlabel(f"INT8 latency p50 (ms), batch {bs}  (lower is better)")
+    ax.set_xlabel(f"latency p50 (ms), batch {bs}  (lower is better)")
     ax.set_ylabel(quality_label(quality_key) + "\n(higher is better)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.15, y=0.2)
     if idx:
         leg = ax.legend(loc="lower right", fontsize=8, markerscale=0.6,
-                        title=f"marker area ∝ INT8 size (max {biggest / 1024:.0f} KB)", title_fontsize=8)
+                        title=f"marker area ∝ model size (max {biggest / 1024:.0f} KiB)", title_fontsize=8)
         leg.set_zorder(4)
     fig.tight_layout()
     fig.canvas.draw()

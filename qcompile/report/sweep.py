@@ -25,6 +25,7 @@ LAST_SWEEP_EXIT_CODE = 0
 
 Row = dict[str, Any]
 _LAT_PREFIX = "p50_ms_bs"
+_TEXT_COLUMNS = ("overrides", "status", "build_id", "variant", "steps_ran", "pareto")
 
 
 def record_failure(out_dir: Path, error: QcompileError, overrides: list[str]) -> None:
@@ -76,24 +77,33 @@ def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any]]:
     if exit_code is None and status != "ok":
         # No failure.json: a gate-failed report still means exit 3; a job that left nothing crashed (a bug).
         exit_code = 3 if status == "gate_failed" else 1
-    int8 = _get(report, "metrics", "int8") or {}
+    ref, variant = _variants(report)
+    measured = _get(report, "metrics", variant) or {}
     row: Row = {
         "job": int(job_dir.name),
         "overrides": " ".join(str(o) for o in overrides),
         "status": status,
         "build_id": _get(report, "build_id"),
-        "accuracy": int8.get("accuracy"),
-        "accuracy_fp32": _get(report, "metrics", "fp32", "accuracy"),
-        "accuracy_drop": _get(report, "accuracy_drop"),
-        "top1_agreement": _get(report, "fidelity", "top1_agreement"),
-        "cosine_mean": _get(report, "fidelity", "cosine_mean"),
-        "size_bytes": int8.get("size_bytes"),
+        "variant": variant,
+        "accuracy": measured.get("accuracy"),
+        "accuracy_fp32": _get(report, "metrics", ref, "accuracy"),
+        "accuracy_drop": _get(report, "accuracy_drop", variant),
+        "top1_agreement": _get(report, "fidelity", variant, "top1_agreement"),
+        "cosine_mean": _get(report, "fidelity", variant, "cosine_mean"),
+        "size_bytes": measured.get("size_bytes"),
         "exit_code": exit_code,
         "error": (str(error).strip().splitlines() or [""])[0][:200],
         "steps_ran": " ".join(s.get("name", "?") for s in (_get(report, "steps") or []) if s.get("status") == "ran"),
     }
-    latency = {str(bs): _get(lat, "p50") for bs, lat in (int8.get("latency_ms") or {}).items()}
+    latency = {str(bs): _get(lat, "p50") for bs, lat in (measured.get("latency_ms") or {}).items()}
     return row, latency
+
+
+def _variants(report: dict | None) -> tuple[str, str | None]:
+    """(reference, the variant a row shows: the last one a scheme made, else the reference)."""
+    ref = _get(report, "reference") or "fp32"
+    names = _get(report, "variants") or []
+    return ref, next((n for n in reversed(names) if n != ref), names[0] if names else None)
 
 
 def collect_sweep(sweep_dir: Path) -> list[Row]:
@@ -139,7 +149,7 @@ def _md_cell(key: str, v: Any) -> str:
     if key == "cosine_mean":
         return f"{v:.5f}"
     if key == "size_bytes":
-        return f"{v / 1024:.1f} KB"
+        return f"{v / 2**20:.1f} MiB" if v >= 2**20 else f"{v / 1024:.1f} KiB"
     if key.startswith(_LAT_PREFIX):
         return f"{v:.4g}"
     return str(v).replace("|", "\\|").replace("\n", " ")
@@ -151,14 +161,13 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
     lines = [f"# qcompile sweep `{sweep_dir.name}`", "",
              f"{len(rows)} variants: "
              + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n or s == "ok") + ".", "",
-             f"Quality axis: **{quality_label(quality_key)}**; latency axis: INT8 p50 at batch "
+             f"Quality axis: **{quality_label(quality_key)}**; latency axis: each row's variant's p50 at batch "
              f"{latency_key[len(_LAT_PREFIX):] if latency_key else '–'}. ★ marks the Pareto-optimal variants "
              "(no other variant is both as good and as fast); gate-failed variants are not candidates.", ""]
     table_cols = [c for c in columns if c != "error"]
     headers = [f"{c} (quality)" if c == quality_key else c for c in table_cols]
     lines += ["| " + " | ".join(headers) + " |",
-              "|" + "|".join("---:" if c not in ("overrides", "status", "build_id", "steps_ran", "pareto") else "---"
-                             for c in table_cols) + "|"]
+              "|" + "|".join("---" if c in _TEXT_COLUMNS else "---:" for c in table_cols) + "|"]
     for r in rows:
         cells = ["★" if c == "pareto" and r["pareto"] else ("" if c == "pareto" else _md_cell(c, r.get(c)))
                  for c in table_cols]

@@ -13,7 +13,6 @@ import tempfile
 import time
 import traceback
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +22,11 @@ from ..cache import ActionRecord, Cache
 from ..cache.keys import digest_json, env_fingerprint
 from ..cache.store import rmtree_quiet
 from ..errors import QcompileError
-from ..graph import Node, Plan
+from ..graph import Node, Plan, StepOutcome
 from ..steps.base import Step, StepContext, get_step
 from .progress import Reporter
 
 KEY_SCHEMA = 1
-
-
-@dataclass
-class StepOutcome:
-    """What happened to one node in a build."""
-
-    name: str
-    kind: str
-    key: str | None
-    status: str  # ran | cached | failed | pending
-    seconds: float = 0.0
-    inputs: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
-    result: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, Any] = field(default_factory=dict)
-    gate_error: str | None = None
-    error: str | None = None
 
 
 def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: Cache) -> dict[str, Any]:
@@ -59,7 +41,7 @@ def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: C
         "version": step.version,
         "params": params,
         "inputs": dict(sorted(input_digests.items())),
-        "env": env_fingerprint(step.libraries, host=step.host_dependent),
+        "env": {**env_fingerprint(step.libraries, host=step.host_dependent), **step.host_facts(node.params)},
     }
 
 

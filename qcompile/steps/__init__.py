@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("data", "model", "export", "optimize", "calibrate", "quantize", "evaluate", "benchmark", "package")
+_MODULES = ("data", "model", "export", "optimize", "calibrate", "quantize", "evaluate", "benchmark", "compare",
+            "package")
 _loaded = False
 
 

@@ -1,35 +1,42 @@
-"""Reading and writing the .npz sample files that pass between steps."""
+"""Reading and writing the .npz sample files that pass between steps: named arrays keyed by model input name,
+plus optional integer labels."""
 
 from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+LABELS = "__labels__"  # not a valid ONNX input name in practice, so it never collides with one
 
-def save_samples(path: Path, x: np.ndarray, y: np.ndarray | None = None) -> None:
-    """Write samples deterministically (fixed zip timestamps), so equal data gives equal digests."""
-    arrays = {"x": np.ascontiguousarray(x, dtype=np.float32)}
-    if y is not None:
-        arrays["y"] = np.ascontiguousarray(y, dtype=np.int64)
+
+def save_samples(path: Path, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None) -> None:
+    """Write samples deterministically (fixed zip timestamps, sorted names), so equal data gives equal digests."""
+    arrays = {name: np.ascontiguousarray(a) for name, a in inputs.items()}
+    if labels is not None:
+        arrays[LABELS] = np.ascontiguousarray(labels, dtype=np.int64)
     # np.savez stamps the current time into the zip; writing the members ourselves keeps bytes stable.
-    import zipfile
-
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, arr in arrays.items():
+        for name in sorted(arrays):
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, arr, allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            zf.writestr(info, buf.getvalue())
+            np.lib.format.write_array(buf, arrays[name], allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
     os.chmod(path, 0o644)
 
 
-def load_samples(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(x, y or None) from a file written by ``save_samples``."""
+def load_samples(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """(inputs by name, labels or None) from a file written by ``save_samples``."""
     with np.load(path, allow_pickle=False) as f:
-        return f["x"], (f["y"] if "y" in f.files else None)
+        inputs = {k: f[k] for k in f.files if k != LABELS}
+        return inputs, (f[LABELS] if LABELS in f.files else None)
+
+
+def count(inputs: dict[str, np.ndarray]) -> int:
+    """Number of samples (the batch axis of any input)."""
+    return len(next(iter(inputs.values()))) if inputs else 0
 
 
 def batches(n: int, batch_size: int):
@@ -43,13 +50,22 @@ def fixed_batch(shape: list) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def model_batches(x: np.ndarray, batch_size: int, fixed: int | None):
-    """(batch, valid rows) covering ``x``; a model with a fixed batch gets that size, the tail padded by repeats."""
+def model_batches(inputs: dict[str, np.ndarray], batch_size: int, fixed: int | None):
+    """(feed, valid rows) covering every sample; a model with a fixed batch gets that size, the tail padded by
+    repeating the last sample."""
     size = fixed or batch_size
     out = []
-    for a, b in batches(len(x), size):
-        chunk = x[a:b]
-        if fixed and len(chunk) < fixed:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
-        out.append((chunk, b - a))
+    for a, b in batches(count(inputs), size):
+        feed = {}
+        for name, x in inputs.items():
+            chunk = x[a:b]
+            if fixed and len(chunk) < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
+            feed[name] = chunk
+        out.append((feed, b - a))
     return out
+
+
+def session_fixed_batch(sess) -> int | None:
+    """The fixed batch of an ORT session's inputs (all inputs share the batch axis), or None when dynamic."""
+    return fixed_batch(sess.get_inputs()[0].shape)

@@ -63,6 +63,11 @@ class Step:
     # False for measurements (latency): a rebuild is expected to give other bytes, and reproduce says so.
     deterministic: ClassVar[bool] = True
 
+    def host_facts(self, params: Any) -> dict[str, Any]:
+        """Facts of the machine that running with ``params`` depends on (the CPU's ISA when a type is chosen
+        on the host); they join the key, so another machine never reuses a result made for this one."""
+        return {}
+
     def preflight(self, params: Any) -> None:
         """Check the user's files this step reads (raise ``BadInput``) before the build does any work.
 

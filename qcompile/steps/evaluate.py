@@ -1,71 +1,53 @@
-"""Evaluation: accuracy of FP32 and quantized models on the held-out split, and their agreement."""
+"""Evaluation of one model variant on the held-out split: its outputs (for comparison with the reference) and,
+with labels, its task scores. FP32's evaluation has a key no quant option touches, so it runs once per sweep."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from .arrays import fixed_batch, load_samples, model_batches
+from ..signature import Signature
+from .arrays import count, load_samples, model_batches, save_samples, session_fixed_batch
 from .base import Step, StepContext, StepParams, register
-from .ort_session import cpu_session
+from .metrics import scores
+from .ort_session import session
 
 
 class EvaluateParams(StepParams):
+    signature: Signature
     batch_size: int
-    threads: int
-    level: str
+    runtime: dict[str, Any]
 
 
 @register
 class OrtEvaluate(Step):
-    """Accuracy (with labels), top-1 agreement and output cosine of FP32 vs quantized."""
+    """Runs one variant over the evaluation samples with the target's runtime; writes outputs and scores."""
 
     kind = "evaluate.ort"
+    version = 2  # 2: one variant per node; outputs kept for compare
     Params = EvaluateParams
-    inputs = ("fp32", "quant", "data")
-    outputs = {"metrics": "metrics.json"}
+    inputs = ("model", "data")
+    outputs = {"outputs": "outputs.npz", "metrics": "metrics.json"}
     libraries = ("onnxruntime", "numpy")
 
     def run(self, ctx: StepContext, p: EvaluateParams) -> dict[str, Any]:
         import numpy as np
 
-        x, y = load_samples(ctx.inputs["data"])
-        logits = {}
-        for variant in ("fp32", "quant"):
-            sess = cpu_session(ctx.inputs[variant], p.threads, p.level)
-            inp = sess.get_inputs()[0]
-            chunks = model_batches(x, p.batch_size, fixed_batch(inp.shape))
-            outs = [sess.run(None, {inp.name: chunk})[0][:n]
-                    for chunk, n in ctx.track(chunks, len(chunks), f"evaluate {variant}")]
-            logits[variant] = np.concatenate(outs).reshape(len(x), -1).astype(np.float64)
-        ref, q = logits["fp32"], logits["quant"]
-        cos = (ref * q).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(q, axis=1) + 1e-12)
-        top_ref, top_q = ref.argmax(1), q.argmax(1)
-        metrics: dict[str, Any] = {
-            "samples": len(x),
-            "fidelity": {
-                "top1_agreement": round(float((top_ref == top_q).mean()), 6),
-                "cosine_mean": round(float(cos.mean()), 6),
-                "cosine_min": round(float(cos.min()), 6),
-                "max_abs_diff": round(float(np.abs(ref - q).max()), 6),
-            },
-            "accuracy": None,
-        }
-        if y is not None:
-            acc_ref, acc_q = float((top_ref == y).mean()), float((top_q == y).mean())
-            metrics["accuracy"] = {"fp32": round(acc_ref, 6), "quant": round(acc_q, 6),
-                                   "drop": round(acc_ref - acc_q, 6)}
-        ctx.out("metrics").write_text(json.dumps(metrics, indent=2))
+        inputs, labels = load_samples(ctx.inputs["data"])
+        sess = session(ctx.inputs["model"], p.runtime)
+        names = [o.name for o in sess.get_outputs()]
+        chunks = model_batches(inputs, p.batch_size, session_fixed_batch(sess))
+        parts: list[list[Any]] = [[] for _ in names]
+        for feed, n in ctx.track(chunks, len(chunks), "evaluate"):
+            for i, out in enumerate(sess.run(None, feed)):
+                parts[i].append(out[:n])
+        outputs = {name: np.concatenate(p_) for name, p_ in zip(names, parts)}
+        first = outputs[names[0]]
+        if not np.isfinite(first).all():
+            ctx.note("the model's outputs hold NaN or inf on the evaluation samples")
+        # Samples keep their input names; outputs are saved the same way, keyed by output name.
+        save_samples(ctx.out("outputs"), outputs)
+        metrics = {"samples": count(inputs), "task": p.signature.task,
+                   "scores": scores(p.signature.task, first, labels)}
+        ctx.out("metrics").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
-
-    def check(self, result: dict[str, Any], gate: dict[str, Any]) -> str | None:
-        problems = []
-        acc, limit = result.get("accuracy"), gate.get("max_accuracy_drop")
-        if acc is not None and limit is not None and acc["drop"] > limit:
-            problems.append(f"quantized accuracy {acc['quant']:.4f} is {acc['drop'] * 100:.2f} points below FP32 "
-                            f"{acc['fp32']:.4f}; eval.max_accuracy_drop allows {limit * 100:.2f}")
-        fid = result["fidelity"]
-        for key, metric in (("min_top1_agreement", "top1_agreement"), ("min_cosine", "cosine_mean")):
-            if gate.get(key) is not None and fid[metric] < gate[key]:
-                problems.append(f"{metric} with FP32 is {fid[metric]:.4f}; eval.{key} asks at least {gate[key]}")
-        return "; ".join(problems) or None

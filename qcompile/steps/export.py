@@ -7,15 +7,45 @@ import io
 import warnings
 from typing import Any
 
+from ..signature import Signature
 from .base import Step, StepContext, StepParams, register
 
 
 class ExportParams(StepParams):
     arch: dict[str, Any]
-    input_shape: tuple[int, ...]
+    signature: Signature
     opset: int
-    dynamic_batch: bool
     tolerance: float
+
+
+def example_inputs(signature: Signature, batch: int, seed: int):
+    """One torch tensor per input: standard normal floats, ones for integer inputs (ids, masks)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for spec in signature.inputs:
+        shape = (batch, *(d if isinstance(d, int) else 8 for d in spec.sample_shape))
+        dtype = getattr(torch, spec.dtype)
+        out.append(torch.randn(*shape, generator=gen).to(dtype) if spec.is_float else torch.ones(shape, dtype=dtype))
+    return tuple(out)
+
+
+def dynamic_shapes(signature: Signature):
+    """torch.export dynamic shapes from the signature's named axes (one Dim per name, shared across inputs)."""
+    import torch
+
+    dims: dict[str, Any] = {}
+    spec_dims = []
+    for spec in signature.inputs:
+        axes = {}
+        for i, d in enumerate(spec.shape):
+            if isinstance(d, str):
+                if d not in dims:
+                    dims[d] = torch.export.Dim(d, min=1, max=4096) if i == 0 else torch.export.Dim(d, min=2)
+                axes[i] = dims[d]
+        spec_dims.append(axes)
+    return tuple(spec_dims) if dims else None
 
 
 class ExportMismatch(RuntimeError):
@@ -27,7 +57,7 @@ class ExportOnnx(Step):
     """torch -> ONNX with the dynamo exporter, checked and compared with torch."""
 
     kind = "export.onnx"
-    version = 2  # 2: stack traces (absolute source paths) stripped from node metadata
+    version = 3  # 2: stack traces (absolute source paths) stripped; 3: names, dtypes and axes from the signature
     Params = ExportParams
     inputs = ("weights",)
     outputs = {"model": "model.onnx"}
@@ -45,18 +75,18 @@ class ExportOnnx(Step):
         model = build_torch_model(p.arch)
         load_into(model, read_state_dict(ctx.inputs["weights"]), p.arch.get("name") or p.arch["family"])
         model.eval()
-        torch.manual_seed(0)
-        # An example batch of 2: a batch of 1 lets the exporter specialise the batch dimension to 1.
-        example = torch.randn(2, *p.input_shape)
-        kwargs: dict[str, Any] = {}
-        if p.dynamic_batch:
-            kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+        sig = p.signature
+        dynamic = dynamic_shapes(sig)
+        fixed = next((d for d in sig.inputs[0].shape[:1] if isinstance(d, int)), None)
+        # An example batch of 2 for a dynamic batch: a batch of 1 lets the exporter specialise that axis to 1.
+        example = example_inputs(sig, fixed or 2, seed=0)
+        kwargs: dict[str, Any] = {"dynamic_shapes": dynamic} if dynamic else {}
         path = ctx.out("model")
         log = io.StringIO()
         with warnings.catch_warnings(), contextlib.redirect_stdout(log):
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=p.opset,
-                              external_data=False, input_names=["input"], output_names=["logits"], **kwargs)
+            torch.onnx.export(model, example, str(path), dynamo=True, opset_version=p.opset, external_data=False,
+                              input_names=sig.input_names, output_names=[o.name for o in sig.outputs], **kwargs)
         proto = onnx.load(str(path))
         _strip_stack_traces(proto)
         onnx.save(proto, str(path))
@@ -66,16 +96,17 @@ class ExportOnnx(Step):
             ctx.note(f"asked opset {p.opset}, the exporter produced opset {opset}")
 
         # Compare on a batch size other than the example's, which also proves the batch axis is dynamic.
-        check = torch.randn(3 if p.dynamic_batch else 2, *p.input_shape)
+        check = example_inputs(sig, fixed or 3, seed=1)
         with torch.no_grad():
-            expected = model(check).numpy()
+            expected = model(*check)
+        expected = (expected if isinstance(expected, (tuple, list)) else [expected])[0].numpy()
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = sess.run(None, {sess.get_inputs()[0].name: check.numpy()})[0]
+        got = sess.run(None, {spec.name: t.numpy() for spec, t in zip(sig.inputs, check)})[0]
         diff = float(np.max(np.abs(got - expected)))
-        if diff > p.tolerance:
+        if not diff <= p.tolerance:  # also catches NaN
             raise ExportMismatch(f"ONNX output differs from torch by {diff:.2e} (> model.export.tolerance "
                                  f"{p.tolerance:.0e})")
-        return {"opset": opset, "max_abs_diff": diff, "dynamic_batch": p.dynamic_batch}
+        return {"opset": opset, "max_abs_diff": diff, "dynamic_batch": fixed is None}
 
 
 def _strip_stack_traces(proto) -> None:

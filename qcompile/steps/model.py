@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
+from ..signature import Signature
 from .arrays import batches, load_samples
 from .base import Step, StepContext, StepParams, register
 
@@ -109,7 +110,8 @@ class TrainMnistCnn(Step):
         torch.set_num_threads(1)  # reductions in a fixed order, so a rebuild gives identical weights
         try:
             torch.manual_seed(p.seed)
-            x, y = load_samples(ctx.inputs["train"])
+            inputs, y = load_samples(ctx.inputs["train"])
+            (x,) = inputs.values()  # the demo CNN has one image input
             xt, yt = torch.from_numpy(x), torch.from_numpy(y)
             model = MnistCnn()
             opt = torch.optim.Adam(model.parameters(), lr=p.lr)
@@ -135,14 +137,15 @@ class TrainMnistCnn(Step):
 
 class OnnxFileParams(StepParams):
     path: Path
-    input_shape: tuple[int, ...]
+    signature: Signature
 
 
 @register
 class OnnxFile(Step):
-    """A user's ONNX model, checked and stored as one self-contained file."""
+    """A user's ONNX model, checked against its signature and stored as one self-contained file."""
 
     kind = "model.onnx"
+    version = 2  # 2: checked against the signature read at plan time
     Params = OnnxFileParams
     outputs = {"model": "model.onnx"}
     libraries = ("onnx",)
@@ -162,8 +165,10 @@ class OnnxFile(Step):
         return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
 
     def _load(self, p: OnnxFileParams):
-        """The checked model: valid ONNX, one input, of the recipe's input shape."""
+        """The checked model: valid ONNX whose inputs are the signature's."""
         import onnx
+
+        from .onnx_signature import graph_inputs
 
         try:
             model = onnx.load(str(p.path))
@@ -171,13 +176,8 @@ class OnnxFile(Step):
         except Exception as e:  # protobuf and checker errors have no common base
             msg = " ".join(str(e).split())[:200] or type(e).__name__
             raise BadInput(f"{p.path} is not a valid ONNX model: {msg}", key="model.path") from None
-        inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-        if len(inputs) != 1:
-            raise BadInput(f"{p.path} has {len(inputs)} inputs; qcompile builds single-input models",
-                           key="model.path")
-        dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim][1:]
-        if len(dims) != len(p.input_shape) or any(d and d != w for d, w in zip(dims, p.input_shape)):
-            shown = [d or "?" for d in dims]
-            raise BadInput(f"is {list(p.input_shape)} but {p.path.name} takes {shown} after the batch axis",
-                           key="model.input_shape")
+        names = [i.name for i in graph_inputs(model)]
+        if names != p.signature.input_names:
+            raise BadInput(f"{p.path} takes inputs {names}, the recipe's signature says {p.signature.input_names}; "
+                           "the file changed since planning", key="model.path")
         return model

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from typing import Any
 
 from .base import Step, StepContext, StepParams, register
+from .quiet import quiet
 
 
 class PreprocessParams(StepParams):
@@ -29,8 +27,7 @@ class OrtPreprocess(Step):
         import onnx
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        logging.getLogger().setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet("onnxruntime"):
             quant_pre_process(str(ctx.inputs["model"]), str(ctx.out("model")),
                               skip_optimization=p.skip_optimization, skip_symbolic_shape=p.skip_symbolic_shape)
         model = onnx.load(str(ctx.out("model")), load_external_data=False)

@@ -1,19 +1,20 @@
-"""ONNX Runtime CPU sessions configured from the target section."""
+"""ONNX Runtime sessions configured from the target's runtime spec."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
 
 
-def cpu_session(path: Path, threads: int = 0, level: str = "all"):
-    """An InferenceSession on the CPU provider with the target's thread count and optimisation level."""
+def session(path: Path, runtime: dict[str, Any]):
+    """An InferenceSession as the target runs it: its providers, thread count and optimisation level."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+    so.intra_op_num_threads = runtime.get("threads", 0)
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[runtime.get("level", "all")])
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), so, providers=list(runtime.get("providers", ["CPUExecutionProvider"])))

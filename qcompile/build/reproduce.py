@@ -11,9 +11,10 @@ from ..cache import Cache
 from ..cache.keys import env_fingerprint
 from ..errors import BadInput
 from ..recipe.load import validate
+from ..run.progress import Reporter
 from ..steps.base import get_step
+from .build import build
 from .lockfile import BUILD_LIBRARIES, LOCK_NAME, plan_from_lock, read_lock
-from .progress import Reporter
 
 
 @dataclass
@@ -59,8 +60,6 @@ def reproduce(lockfile: str | Path, out_dir: str | Path | None = None, cache: Ca
 
     Measurement steps (latency) are expected to differ and are reported as such, not as a failure.
     """
-    from ..build import build
-
     lock = read_lock(Path(lockfile))
     recipe = validate(lock["recipe"])
     plan = plan_from_lock(lock)

@@ -8,18 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache import Cache
-from .errors import BadInput, GateFailed
-from .graph import Plan
-from .plan import compile_plan
-from .recipe.schema import Recipe
-from .report.build_report import make_report, write_markdown
-from .run.lockfile import LOCK_NAME, make_lock
-from .run.progress import Reporter
-from .run.scheduler import StepOutcome, execute
-
-# Which published artifact holds each model variant (for sizes in the report).
-VARIANT_FILES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"}
+from ..cache import Cache
+from ..errors import BadInput, GateFailed
+from ..graph import Plan, StepOutcome
+from ..plan import compile_plan
+from ..recipe.schema import Recipe
+from ..report.build_report import make_report, write_markdown
+from ..run.progress import Reporter
+from ..run.scheduler import execute
+from .lockfile import LOCK_NAME, make_lock
 
 
 @dataclass
@@ -73,9 +70,8 @@ def build(recipe: Recipe, out_dir: str | Path, cache: Cache | None = None,
     outcomes = execute(plan, cache, reporter)
     out_dir.mkdir(parents=True, exist_ok=True)
     arts = publish(plan, outcomes, cache, out_dir)
-    sizes = {v: next((a["size_bytes"] for a in arts if a["path"].endswith(f)), None) for v, f in VARIANT_FILES.items()}
     lock = make_lock(recipe, plan, outcomes)
-    report = make_report(lock, outcomes, arts, sizes)
+    report = make_report(lock, outcomes, arts)
     _write_json(out_dir / LOCK_NAME, lock)
     cache.register_build(lock["build_id"], out_dir / LOCK_NAME)
     write_markdown(report, out_dir / "report.md")

@@ -1,7 +1,8 @@
 """Reference runner shipped as ``run.py`` in every deployment bundle. Standalone: numpy, onnxruntime, Pillow.
 
-    python run.py IMAGE [IMAGE ...]      # an image file (any size; resized as preprocess.json says)
-    python run.py SAMPLES.npy            # already-preprocessed float32 samples, shape (N, C, H, W)
+    python run.py IMAGE [IMAGE ...]      # image files, for a one-image-input model (resized as preprocess.json says)
+    python run.py SAMPLES.npy            # already-preprocessed samples of the model's single input, batch first
+    python run.py SAMPLES.npz            # one array per input name, batch first (models with several inputs)
 
 It applies exactly the preprocessing the model was trained with (preprocess.json): resize, colour mode,
 ``(pixel * scale - mean) / std`` per channel, and HWC -> CHW. Port this function, not a guess of it: wrong
@@ -44,12 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     labels_file = HERE / "labels.json"
     labels = json.loads(labels_file.read_text()) if labels_file.exists() else None
     sess = ort.InferenceSession(str(HERE / "model.onnx"), providers=["CPUExecutionProvider"])
-    if len(argv) == 1 and argv[0].endswith(".npy"):
-        batch, names = np.load(argv[0]).astype(np.float32), None
+    inputs = spec["inputs"]
+    if len(argv) == 1 and argv[0].endswith(".npz"):
+        with np.load(argv[0]) as f:
+            feed, names = {t["name"]: f[t["name"]].astype(t["dtype"]) for t in inputs}, None
+    elif len(argv) == 1 and argv[0].endswith(".npy"):
+        feed, names = {inputs[0]["name"]: np.load(argv[0]).astype(inputs[0]["dtype"])}, None
+    elif "layout" in spec:
+        feed, names = {spec["input_name"]: np.stack([preprocess(p, spec) for p in argv])}, argv
     else:
-        batch, names = np.stack([preprocess(p, spec) for p in argv]), argv
-    logits = np.concatenate([sess.run(None, {spec["input_name"]: batch[i:i + 1]})[0] for i in range(len(batch))])
-    for i, row in enumerate(logits.reshape(len(batch), -1)):
+        print("this model takes no image input: pass an .npz with one array per input", file=sys.stderr)
+        return 2
+    n = len(next(iter(feed.values())))
+    logits = np.concatenate([sess.run(None, {k: v[i:i + 1] for k, v in feed.items()})[0] for i in range(n)])
+    for i, row in enumerate(logits.reshape(n, -1)):
         top = np.argsort(row)[::-1][:5]
         shown = ", ".join(f"{labels[k] if labels else k} ({row[k]:.2f})" for k in top)
         print(f"{names[i] if names else i}: {shown}")

@@ -11,11 +11,10 @@ from typing import Any
 
 from ..cache.keys import digest_json, env_fingerprint
 from ..errors import BadInput
-from ..graph import Plan
+from ..graph import Plan, StepOutcome
 from ..recipe.schema import SCHEMA_VERSION, Recipe
-from .scheduler import StepOutcome
 
-LOCK_VERSION = 1
+LOCK_VERSION = 2  # 2: variants; one evaluate/benchmark node per variant and a compare node
 LOCK_NAME = "qcompile.lock.json"
 # Libraries whose versions a lockfile records for the whole build (each step also records its own).
 BUILD_LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
@@ -46,6 +45,7 @@ def make_lock(recipe: Recipe, plan: Plan, outcomes: list[StepOutcome]) -> dict[s
         "build_id": build_id,
         "recipe": recipe_json,
         "env": env_fingerprint(BUILD_LIBRARIES, host=True),
+        "variants": plan.variants,
         "nodes": nodes,
     }
 
@@ -53,15 +53,19 @@ def make_lock(recipe: Recipe, plan: Plan, outcomes: list[StepOutcome]) -> dict[s
 def plan_from_lock(lock: dict[str, Any]) -> Plan:
     """The exact step graph a lockfile recorded, independent of how this qcompile would compile the recipe."""
     from ..graph import Node, Ref
+    from ..kinds.registry import load_all
     from ..steps.base import get_step
 
+    load_all()  # kind modules may define their own steps
     plan = Plan()
+    name = "?"
     try:
         for name, n in lock["nodes"].items():
             step = get_step(n["kind"])
-            inputs = {slot: Ref(*i["from"].split(".", 1)) for slot, i in n["inputs"].items()}
+            inputs = {slot: Ref(*i["from"].rsplit(".", 1)) for slot, i in n["inputs"].items()}
             plan.add(Node(name, n["kind"], step.Params.model_validate(n["params"]), inputs,
                           publish=n.get("publish", {}), gate=n.get("gate", {})))
+        plan.variants = lock["variants"]
     except (KeyError, ValueError, TypeError) as e:
         raise BadInput(f"lockfile node {name!r} cannot be rebuilt by this qcompile: {str(e).splitlines()[0]}") from None
     return plan

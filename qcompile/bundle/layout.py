@@ -1,0 +1,58 @@
+"""What a deployment bundle holds, written as one deterministic zip.
+
+``bundle.zip``: model.onnx, preprocess.json (the model's inputs; for an image input its layout, shape and
+normalisation as trained), labels.json when the classes have names, manifest.json (file digests, inputs,
+outputs, runtime) and run.py, a reference runner whose preprocessing is the one to port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..signature import Signature
+
+RUNNER = Path(__file__).with_name("runner.py")
+
+
+def preprocess_spec(signature: Signature, normalize: dict[str, Any] | None) -> dict[str, Any]:
+    """``preprocess.json``: every input's name, dtype and shape; for a single image input, how to make it."""
+    spec: dict[str, Any] = {"inputs": [t.model_dump(mode="json") for t in signature.inputs]}
+    image = signature.single_image_input
+    if image is not None:
+        spec.update({"layout": "NCHW", "dtype": image.dtype, "input_name": image.name,
+                     "input_shape": list(image.sample_shape), "normalize": normalize,
+                     "formula": "(pixel * scale - mean[c]) / std[c], HWC image -> CHW tensor, batch axis first"})
+    return spec
+
+
+def _entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    # A fixed timestamp keeps the zip's bytes (and digest) equal for equal content.
+    zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, compress_type=zipfile.ZIP_DEFLATED)
+
+
+def write_bundle(dest: Path, model_bytes: bytes, signature: Signature, normalize: dict[str, Any] | None,
+                 labels: list[str] | None, model_info: dict[str, Any], runtime: dict[str, Any]) -> list[str]:
+    """Write the bundle zip to ``dest``; return the names of the files in it."""
+    files = {"model.onnx": model_bytes,
+             "preprocess.json": json.dumps(preprocess_spec(signature, normalize), indent=2).encode(),
+             "run.py": RUNNER.read_bytes()}
+    if labels:
+        files["labels.json"] = json.dumps(labels, indent=1).encode()
+    manifest = {
+        "model": {"file": "model.onnx", "inputs": signature.input_names,
+                  "outputs": [t.name for t in signature.outputs], "task": signature.task, **model_info},
+        "runtime": runtime,
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+    }
+    files["manifest.json"] = json.dumps(manifest, indent=2).encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name in sorted(files):
+            _entry(zf, name, files[name])
+    dest.write_bytes(buf.getvalue())
+    return sorted(files)

@@ -1,0 +1,1 @@
+"""data kinds: one module each, discovered by the registry."""

@@ -1,0 +1,1 @@
+"""model kinds: one module each, discovered by the registry."""

@@ -1,0 +1,52 @@
+"""``model.kind=mnist_cnn``: the offline demo model, a small CNN trained (as a cached step) on the data's
+training split."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from ...graph import Node, Ref
+from ...signature import image_classifier
+from ...steps import model as steps
+from ..registry import register
+from ..section import ExportSpec, Kind, Normalize, Section
+from ._torch import provide_torch_model
+
+MNIST_NORMALIZE = Normalize(mean=[0.1307], std=[0.3081])
+
+
+class TrainSpec(Section):
+    """Training of the demo model (a cached step, so it runs once)."""
+
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 64
+    lr: float = Field(2e-3, gt=0)
+    seed: int = 0
+
+
+@register("model")
+class MnistCnnModel(Kind):
+    """The offline demo model: a small CNN trained on real digits (any data kind with a training split)."""
+
+    kind: Literal["mnist_cnn"]
+    input_shape: tuple[Literal[1], Literal[28], Literal[28]] = (1, 28, 28)
+    num_classes: Literal[10] = 10
+    normalize: Normalize = Field(MNIST_NORMALIZE, description="input normalisation the model trains with")
+    train: TrainSpec = TrainSpec()
+    export: ExportSpec = ExportSpec()
+
+    def declare(self, b) -> None:
+        b.provide("signature", image_classifier(self.input_shape, self.num_classes, self.export.dynamic_batch), self)
+        b.provide("preprocess", self.normalize.model_dump(), self)
+        b.provide("labels", [str(d) for d in range(10)], self)
+
+    def compile(self, b) -> None:
+        t = self.train
+        b.add(Node("train", steps.TrainMnistCnn.kind,
+                   steps.TrainParams(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed),
+                   inputs={"train": b.need("samples.train", self, "a training split (samples.train)")},
+                   publish={"weights": "weights.pt"}))
+        arch = {"family": "mnist_cnn", "name": "mnist_cnn", "num_classes": 10}
+        provide_torch_model(self, b, Ref("train", "weights"), arch, self.export)

@@ -1,0 +1,55 @@
+"""``model.kind=onnx``: an ONNX file the user already has; its signature is read from the file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from ...errors import BadInput
+from ...graph import Node, Ref
+from ...signature import Signature, Task, TensorSpec
+from ...steps import model as steps
+from ..registry import register
+from ..section import Kind, Normalize, UserFile
+
+
+@register("model")
+class OnnxModel(Kind):
+    """An ONNX file the user already has; the export step is skipped."""
+
+    kind: Literal["onnx"]
+    path: UserFile
+    input_shape: tuple[PositiveInt, ...] | None = Field(
+        None, description="shape of the single input without the batch axis: checks the file, and fills its "
+                          "dynamic axes (null: as the file says)")
+    task: Task = "classification"
+    normalize: Normalize | None = Field(None, description="input normalisation, for the deployment bundle")
+
+    def declare(self, b) -> None:
+        from ...steps.onnx_signature import read_signature
+
+        sig = read_signature(self.path, self.task)
+        if self.input_shape is not None:
+            sig = self._with_shape(sig, tuple(self.input_shape))
+        b.provide("signature", sig, self)
+        b.provide("preprocess", self.normalize.model_dump() if self.normalize else None, self)
+
+    def _with_shape(self, sig: Signature, shape: tuple[int, ...]) -> Signature:
+        if len(sig.inputs) != 1:
+            raise BadInput(f"{self.path.name} has {len(sig.inputs)} inputs {sig.input_names}; input_shape fits a "
+                           "single-input model (leave it null to use the file's shapes)", key="model.input_shape")
+        (inp,) = sig.inputs
+        dims = inp.sample_shape
+        if len(dims) != len(shape) or any(isinstance(d, int) and d != w for d, w in zip(dims, shape)):
+            shown = [d if isinstance(d, int) else "?" for d in dims]
+            raise BadInput(f"is {list(shape)} but {self.path.name} takes {shown} after the batch axis",
+                           key="model.input_shape")
+        spec = TensorSpec(name=inp.name, dtype=inp.dtype, shape=(inp.shape[0], *shape))
+        return sig.model_copy(update={"inputs": (spec,)})
+
+    def compile(self, b) -> None:
+        b.add(Node("model", steps.OnnxFile.kind,
+                   steps.OnnxFileParams(path=self.path, signature=b.need("signature", self)),
+                   publish={"model": "model.fp32.onnx"}))
+        b.provide("onnx.fp32", Ref("model", "model"), self)

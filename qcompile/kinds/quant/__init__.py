@@ -1,0 +1,1 @@
+"""quant kinds: one module each, discovered by the registry."""

@@ -1,0 +1,37 @@
+"""``quant.kind=dynamic``: int8 weights, activation ranges computed at run time; no calibration data."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import field_validator
+
+from ...graph import Node, Ref
+from ...steps import quantize
+from ..builder import Variant
+from ..registry import register
+from ..section import Kind
+from ._ort import check_op_types, preprocessed
+
+
+@register("quant")
+class DynamicQuant(Kind):
+    """Dynamic quantization: int8 weights, activation ranges computed at run time; no calibration data."""
+
+    kind: Literal["dynamic"]
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = False
+    reduce_range: bool = False
+    op_types: list[str] | None = ["MatMul", "Gemm"]
+    exclude_nodes: list[str] = []
+
+    _ops = field_validator("op_types")(classmethod(lambda cls, v: check_op_types(v)))
+
+    def compile(self, b) -> None:
+        params = quantize.DynamicParams(weight_type=self.weight_type, per_channel=self.per_channel,
+                                        reduce_range=self.reduce_range, op_types=self.op_types,
+                                        exclude_nodes=self.exclude_nodes)
+        b.add(Node("quantize", quantize.OrtDynamicQuantize.kind, params, inputs={"model": preprocessed(b, self)}))
+        b.add_variant(Variant("int8_dynamic", Ref("quantize", "model"),
+                              scheme={"kind": "dynamic", "step": quantize.OrtDynamicQuantize.kind,
+                                      **params.model_dump(mode="json")}))

@@ -1,0 +1,75 @@
+"""``quant.kind=static``: post-training static quantization (QDQ or QOperator) with onnxruntime.quantization.
+
+Calibration is its own node, so options that do not change calibration (format, per-channel, weight type,
+excluded nodes) reuse the stored ranges.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, field_validator
+
+from ...graph import Node, Ref
+from ...steps import calibrate, quantize
+from ..builder import Variant
+from ..registry import register
+from ..section import Kind, Section
+from ._ort import check_op_types, preprocessed
+
+
+class Calibration(Section):
+    """How activation ranges are calibrated (static quantization)."""
+
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    samples: PositiveInt = 256
+    batch_size: PositiveInt = 16
+    percentile: float = Field(99.999, gt=0, le=100, description="used by method=percentile")
+    symmetric: bool = Field(False, description="force calibrated activation ranges symmetric around 0")
+
+
+@register("quant")
+class StaticQuant(Kind):
+    """Post-training static quantization with onnxruntime.quantization."""
+
+    kind: Literal["static"]
+    format: Literal["qdq", "qoperator"] = "qdq"
+    activation_type: Literal["auto", "uint8", "int8"] = Field(
+        "auto", description="auto: the target's fast type (uint8 on x86 ORT CPU, int8 for TensorRT and ARM)")
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = True
+    reduce_range: bool = False
+    calibration: Calibration = Calibration()
+    op_types: list[str] | None = Field(
+        None, description="op types to quantize; null: every type ORT can quantize, so Relu/MaxPool stay int8 "
+                          "between convolutions instead of bouncing through float")
+    exclude_nodes: list[str] = []
+
+    _ops = field_validator("op_types")(classmethod(lambda cls, v: check_op_types(v)))
+
+    def declare(self, b) -> None:
+        b.provide("calib.samples", self.calibration.samples, self)
+
+    def activation(self, b) -> str:
+        """The activation type: the recipe's, or for ``auto`` the target's default (``host``: decided by the
+        machine that runs the quantize step)."""
+        if self.activation_type != "auto":
+            return self.activation_type
+        return b.need("quant.defaults", self, "the target's quantization defaults")["activation_type"]
+
+    def compile(self, b) -> None:
+        prep, c = preprocessed(b, self), self.calibration
+        b.add(Node("calibrate", calibrate.OrtCalibrate.kind,
+                   calibrate.CalibrateParams(method=c.method, batch_size=c.batch_size, percentile=c.percentile,
+                                             symmetric=c.symmetric, op_types=self.op_types),
+                   inputs={"model": prep, "data": b.need("samples.calib", self, "calibration samples")},
+                   publish={"ranges": "calibration.json"}))
+        params = quantize.StaticParams(format=self.format, activation_type=self.activation(b),
+                                       weight_type=self.weight_type, per_channel=self.per_channel,
+                                       reduce_range=self.reduce_range, op_types=self.op_types,
+                                       exclude_nodes=self.exclude_nodes, method=c.method)
+        b.add(Node("quantize", quantize.OrtStaticQuantize.kind, params,
+                   inputs={"model": prep, "ranges": Ref("calibrate", "ranges")}))
+        b.add_variant(Variant("int8", Ref("quantize", "model"),
+                              scheme={"kind": "static", "step": quantize.OrtStaticQuantize.kind,
+                                      **params.model_dump(mode="json")}))

@@ -1,0 +1,1 @@
+"""target kinds: one module each, discovered by the registry."""

@@ -1,0 +1,79 @@
+"""Metrics per task, pure numpy: what one variant scores on labelled data, and how close a variant's outputs are
+to the reference's. The signature's task picks the functions; gates read their names."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+
+def _rows(out: np.ndarray) -> np.ndarray:
+    return np.asarray(out, dtype=np.float64).reshape(len(out), -1)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-row cosine similarity, scale-invariant: each row is divided by its largest magnitude first, so tiny
+    outputs (1e-20) neither underflow nor drown in an epsilon. Two all-zero rows count as identical (1.0), one
+    all-zero row against a non-zero one as 0.0."""
+    a, b = _rows(a), _rows(b)
+
+    def unit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        peak = np.abs(x).max(axis=1, keepdims=True)
+        zero = peak[:, 0] == 0
+        x = x / np.where(peak == 0, 1.0, peak)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.where(norm == 0, 1.0, norm), zero
+
+    ua, za = unit(a)
+    ub, zb = unit(b)
+    cos = (ua * ub).sum(axis=1)
+    cos = np.where(za & zb, 1.0, np.where(za | zb, 0.0, cos))
+    return np.clip(cos, -1.0, 1.0)
+
+
+def _topk(out: np.ndarray, k: int) -> np.ndarray:
+    rows = _rows(out)
+    k = min(k, rows.shape[1])
+    return np.argsort(-rows, axis=1, kind="stable")[:, :k]
+
+
+def classification_scores(out: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1 and top-5 accuracy against integer labels."""
+    top = _topk(out, 5)
+    return {"top1": float((top[:, 0] == labels).mean()), "top5": float((top == labels[:, None]).any(axis=1).mean())}
+
+
+def classification_fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """Agreement with the reference: top-1 agreement, top-5 overlap, output cosine, max abs difference."""
+    tr, to = _topk(ref, 5), _topk(out, 5)
+    overlap = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(tr, to)])
+    cos = cosine_rows(ref, out)
+    return {"top1_agreement": float((tr[:, 0] == to[:, 0]).mean()), "top5_overlap": float(overlap),
+            "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+            "max_abs_diff": float(np.abs(_rows(ref) - _rows(out)).max())}
+
+
+def embedding_fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """Closeness of embeddings: cosine per sample and the max abs difference."""
+    cos = cosine_rows(ref, out)
+    return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+            "max_abs_diff": float(np.abs(_rows(ref) - _rows(out)).max())}
+
+
+# task -> (scores against labels or None, fidelity to the reference)
+TASKS: dict[str, tuple[Callable[..., dict[str, float]] | None, Callable[..., dict[str, float]]]] = {
+    "classification": (classification_scores, classification_fidelity),
+    "embedding": (None, embedding_fidelity),
+}
+
+
+def scores(task: str, out: np.ndarray, labels: np.ndarray | None) -> dict[str, Any] | None:
+    """The task's scores of one variant, or None without labels (or for a task without label metrics)."""
+    fn = TASKS[task][0]
+    return None if fn is None or labels is None else {k: round(v, 6) for k, v in fn(out, labels).items()}
+
+
+def fidelity(task: str, ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """The task's fidelity metrics of ``out`` against the reference outputs."""
+    return {k: round(v, 6) for k, v in TASKS[task][1](ref, out).items()}

@@ -1,0 +1,34 @@
+"""Each variant is measured once: FP32's evaluation and timing have keys no quant option touches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import run_cli
+
+SMALL = ["model.input_shape=[3,64,64]", "quant.calibration.samples=8", "quant.calibration.batch_size=8",
+         "data.eval_samples=8", "bench.batch_sizes=[1]", "bench.warmup=1", "bench.iterations=3"]
+
+
+def _report(path) -> dict:
+    return json.loads((path / "report.json").read_text())
+
+
+@pytest.mark.slow
+def test_per_channel_change_on_resnet50_reruns_no_fp32_measurement(cache_dir, tmp_path):
+    first = run_cli("build", "--config-name", "resnet50_ort_cpu", *SMALL, "hydra.run.dir=a", cache=cache_dir,
+                    cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli("build", "--config-name", "resnet50_ort_cpu", *SMALL, "quant.per_channel=false",
+                     "hydra.run.dir=b", cache=cache_dir, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    a, b = _report(tmp_path / "a"), _report(tmp_path / "b")
+    ran = {s["name"] for s in b["steps"] if s["status"] == "ran"}
+    assert ran == {"quantize", "evaluate.int8", "benchmark.int8", "compare.int8", "package"}, ran
+    # The very same FP32 measurement serves both builds; the variant's is new.
+    assert b["metrics"]["fp32"]["latency_ms"] == a["metrics"]["fp32"]["latency_ms"]
+    assert b["metrics"]["int8"]["latency_ms"] != a["metrics"]["int8"]["latency_ms"]
+    assert b["schemes"]["int8"]["per_channel"] is False and a["schemes"]["int8"]["per_channel"] is True
+
