@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .errors import BadInput, QcompileError
+from .errors import BadInput, QcompileError, as_bad_input
 
 err = Console(stderr=True, highlight=False)
 _bug_seen = False  # set when a build raised something other than a QcompileError
@@ -21,7 +21,10 @@ _bug_seen = False  # set when a build raised something other than a QcompileErro
 
 def _fail(e: QcompileError) -> int:
     label = {2: "bad input", 3: "gate failed"}.get(e.exit_code, "error")
-    err.print(f"[bold red]qcompile: {label}:[/] {e}", soft_wrap=True)
+    from rich.markup import escape
+
+    # escape: messages hold brackets ("pip install 'qcompile[ray]'", "std[0]") that rich would read as markup
+    err.print(f"[bold red]qcompile: {label}:[/] {escape(str(e))}", soft_wrap=True)
     return e.exit_code
 
 
@@ -42,6 +45,8 @@ def _task(cfg) -> None:
         result = build(recipe, out)
         _print_outcome(result)
     except Exception as e:
+        if isinstance(e, OSError) and as_bad_input(e) is not None:
+            e = _user_os_error(e)  # a full disk, a read-only cache: the user's to fix, no traceback
         if not isinstance(e, QcompileError):
             # A bug: show the traceback, and mark it so the exit code stays 1 (see cmd_build).
             import traceback
@@ -56,20 +61,21 @@ def _task(cfg) -> None:
             record_failure(out, e, list(hc.overrides.task))
             return  # the other variants go on; the sweep's exit code is the worst job's
         if isinstance(e, BadInput):
-            _remove_unbuilt(out)
+            from .build.rundir import abandon
+
+            abandon(out)  # removes the folder only when this build created it
         raise SystemExit(code) from None
 
 
-def _remove_unbuilt(out: Path) -> None:
-    """Drop the run dir Hydra made for a build that never started (it holds only Hydra's own files)."""
-    import shutil
+def _user_os_error(e: OSError) -> BadInput:
+    from .cache import default_cache_dir
 
-    if out.is_dir() and not (out / "report.json").exists():
-        if all(p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)
+    return as_bad_input(e, default_cache_dir())  # type: ignore[return-value]
 
 
 def _print_outcome(result) -> None:
+    from .report.build_report import speed_text
+
     r = result.report
     m, ref = r["metrics"], r["reference"]
     parts = [f"built {r['recipe']} [bold]{r['build_id']}[/] in {result.out_dir}"]
@@ -79,21 +85,36 @@ def _print_outcome(result) -> None:
         acc = m[name]["accuracy"]
         if acc is not None:
             parts.append(f"{name} accuracy {acc * 100:.2f}% ({ref} {m[ref]['accuracy'] * 100:.2f}%)")
+        verdicts = (r.get("speedup_verdict") or {}).get(name) or {}
         if r["speedup_p50"].get(name):
-            bs, s = next(iter(r["speedup_p50"][name].items()))
-            parts.append(f"{name} {s:.2f}x the speed of {ref} at batch {bs}")
+            # The verdict, not the bare ratio: a ratio of 0.84 printed as "faster" is the mistake this avoids.
+            parts.append(f"{name} latency " + ", ".join(f"at batch {bs}: {speed_text(s, verdicts.get(bs), ref)}"
+                                                        for bs, s in r["speedup_p50"][name].items()))
         if m[ref]["size_bytes"] and m[name]["size_bytes"]:
             parts.append(f"{m[ref]['size_bytes'] / m[name]['size_bytes']:.1f}x smaller")
     Console(highlight=False).print("qcompile: " + ", ".join(parts), soft_wrap=True)
 
 
 def cmd_build(argv: list[str]) -> int:
-    """``qcompile build``: hand the arguments to Hydra; return the exit code."""
+    """``qcompile build``: hand the arguments to Hydra; return the exit code.
+
+    ``--remeasure`` (ours, not Hydra's) re-runs the measurement steps even when cached; the rest is Hydra's.
+    """
+    import os
+
     import hydra
 
     from .recipe.load import DEFAULT_RECIPE, RECIPES_MODULE
 
+    remeasure = "--remeasure" in argv
+    argv = [a for a in argv if a != "--remeasure"]
+    _check_user_recipes(argv)
     main = hydra.main(config_path=f"pkg://{RECIPES_MODULE}", config_name=DEFAULT_RECIPE, version_base="1.3")(_task)
+    # Through the environment rather than a global: sweep launchers run builds in other processes (joblib,
+    # submitit, SLURM), which inherit the environment. build() reads QCOMPILE_REMEASURE.
+    saved_env = os.environ.get("QCOMPILE_REMEASURE")
+    if remeasure:
+        os.environ["QCOMPILE_REMEASURE"] = "1"
     saved = sys.argv
     sys.argv = ["qcompile", *argv]
     try:
@@ -105,9 +126,48 @@ def cmd_build(argv: list[str]) -> int:
         return 2 if code == 1 and not _bug_seen else code
     finally:
         sys.argv = saved
+        if remeasure:
+            if saved_env is None:
+                os.environ.pop("QCOMPILE_REMEASURE", None)
+            else:
+                os.environ["QCOMPILE_REMEASURE"] = saved_env
     from .report import sweep
 
     return sweep.LAST_SWEEP_EXIT_CODE  # 0 after a single build or an all-green sweep
+
+
+def _check_user_recipes(argv: list[str]) -> None:
+    """Name a broken file in the user's recipe folder before Hydra parses it (its errors are tracebacks), and
+    say which extra a launcher needs before Hydra fails to load it."""
+    from .recipe.files import check_recipe_dir
+
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            check_recipe_dir(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            check_recipe_dir(arg.split("=", 1)[1])
+        elif arg.startswith("hydra/launcher="):
+            _check_launcher(arg.split("=", 1)[1])
+
+
+# Launcher recipe -> (plugin module it needs, extra that installs it).
+LAUNCHERS = {"parallel": ("hydra_plugins.hydra_joblib_launcher", "sweep"),
+             "local_jobs": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+             "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+             "ray_cluster": ("hydra_plugins.hydra_ray_launcher", "ray")}
+
+
+def _check_launcher(name: str) -> None:
+    import importlib.util
+
+    need = LAUNCHERS.get(name)
+    try:
+        missing = need is not None and importlib.util.find_spec(need[0]) is None
+    except ModuleNotFoundError:  # not even the hydra_plugins namespace
+        missing = True
+    if need and missing:
+        raise BadInput(f"hydra/launcher={name} needs the {need[1]!r} extra: pip install 'qcompile[{need[1]}]'",
+                       key="hydra/launcher")
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -232,7 +292,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         checked, problems = manage.verify(cache)
         for p in problems:
             err.print(p)
-        out.print(f"verified {checked} blobs: {len(problems)} problem(s)")
+        out.print(f"verified {checked} entries (blobs, records, builds): {len(problems)} problem(s)")
         return 1 if problems else 0
     elif args.action == "gc":
         if args.older_than is None and args.max_size is None and not args.tmp_only:
@@ -241,7 +301,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
                         include_kept=args.include_kept, dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         out.print(f"{verb} {res.removed_records} records, {res.removed_blobs} blobs ({res.freed_bytes:,} B), "
-                  f"{res.removed_tmp} scratch entries; kept {res.kept_builds} builds with lockfiles on disk")
+                  f"{res.removed_tmp} scratch entries; kept {res.kept_builds} builds with lockfiles on disk "
+                  f"and what {res.running_builds} running builds hold")
+        if res.missed_target:
+            held = "running builds" if args.include_kept else "kept builds (use --include-kept) or running builds"
+            held += ", or written in the last hour"
+            out.print(f"could not shrink to {manage.format_size(res.target_bytes)}: "
+                      f"{manage.format_size(res.remaining_bytes)} remain, held by {held}")
     return 0
 
 
@@ -280,23 +346,40 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qcompile`` console script."""
+    import signal
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    # A SLURM time limit or `kill` sends SIGTERM: stop as on Ctrl-C (clean message, nothing half-written).
+    signal.signal(signal.SIGTERM, _terminated)
     try:
-        if argv and argv[0] == "build":
-            code = cmd_build(argv[1:])
-        else:
-            args = make_parser().parse_args(argv)
-            handlers = {"plan": cmd_plan, "schema": cmd_schema, "reproduce": cmd_reproduce,
-                        "checkout": cmd_checkout, "report": cmd_report, "cache": cmd_cache}
-            try:
+        try:
+            if argv and argv[0] == "build":
+                code = cmd_build(argv[1:])
+            else:
+                args = make_parser().parse_args(argv)
+                handlers = {"plan": cmd_plan, "schema": cmd_schema, "reproduce": cmd_reproduce,
+                            "checkout": cmd_checkout, "report": cmd_report, "cache": cmd_cache}
                 code = handlers[args.verb](args)
-            except QcompileError as e:
-                code = _fail(e)
-    except KeyboardInterrupt:
+        except QcompileError as e:
+            code = _fail(e)
+        except OSError as e:
+            if as_bad_input(e) is None:
+                raise
+            code = _fail(_user_os_error(e))
+    except KeyboardInterrupt as e:
         # The step in flight recorded nothing and removed its scratch folder; finished steps stay cached.
-        err.print("qcompile: interrupted; finished steps are cached and the next build resumes from them")
-        code = 130
+        how = "terminated" if isinstance(e, Terminated) else "interrupted"
+        err.print(f"qcompile: {how}; finished steps are cached and the next build resumes from them")
+        code = 143 if isinstance(e, Terminated) else 130
     sys.exit(code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so the same clean-up as Ctrl-C runs."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

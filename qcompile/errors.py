@@ -30,3 +30,25 @@ class GateFailed(QcompileError):
     """A quality gate (such as the accuracy drop limit) rejected the build."""
 
     exit_code = 3
+
+
+# OS errors that a user's machine or files cause, not qcompile: reported as bad input naming the path.
+_USER_ERRNOS = {"ENOSPC": "no space left on the device", "EDQUOT": "disk quota exceeded",
+                "EACCES": "permission denied", "EPERM": "operation not permitted", "EROFS": "read-only file system",
+                "ENOTDIR": "a path component is a file, not a folder",
+                "EEXIST": "exists, and is not a folder", "EISDIR": "is a folder, not a file"}
+
+
+def as_bad_input(e: OSError, cache_root=None) -> BadInput | None:
+    """A ``BadInput`` naming the file for an OS error the user's environment caused (full disk, read-only or
+    misplaced cache folder, unreadable file), else None (a bug, shown with its traceback)."""
+    import errno
+    from pathlib import Path
+
+    name = errno.errorcode.get(e.errno or 0, "")
+    if name not in _USER_ERRNOS:
+        return None
+    where = e.filename or "?"
+    in_cache = cache_root is not None and Path(str(where)).is_relative_to(cache_root)
+    hint = f" (in the cache {cache_root}: set QCOMPILE_CACHE_DIR to a writable folder)" if in_cache else ""
+    return BadInput(f"{where}: {_USER_ERRNOS[name]}{hint}")

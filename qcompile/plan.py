@@ -8,6 +8,7 @@ model variant, the nodes that measure it once (evaluate, benchmark) and compare 
 
 from __future__ import annotations
 
+from .errors import BadInput
 from .graph import Node, Plan, Ref
 from .kinds import GROUPS, Builder, Variant
 from .recipe.schema import Recipe
@@ -36,6 +37,10 @@ def _measure(b: Builder) -> None:
     non-reference variant with the reference."""
     recipe, sig, runtime = b.recipe, b.need("signature", "measure"), b.need("runtime", "measure")
     samples = b.need("samples.eval", "measure", "evaluation samples (samples.eval)")
+    gate = recipe.eval.model_dump(exclude={"batch_size"})
+    problem = compare.unmeasurable_gate(gate, sig.task, b.need("samples.labels", "measure", "to know about labels"))
+    if problem:
+        raise BadInput(problem[1], key=f"eval.{problem[0]}")
     for v in b.variants:
         b.add(Node(f"evaluate.{v.name}", evaluate.OrtEvaluate.kind,
                    evaluate.EvaluateParams(signature=sig, batch_size=recipe.eval.batch_size, runtime=runtime),
@@ -43,7 +48,8 @@ def _measure(b: Builder) -> None:
         bench = recipe.bench
         b.add(Node(f"benchmark.{v.name}", benchmark.OrtBenchmark.kind,
                    benchmark.BenchmarkParams(batch_sizes=bench.batch_sizes, warmup=bench.warmup,
-                                             iterations=bench.iterations, runtime=runtime),
+                                             iterations=bench.iterations, runtime=runtime,
+                                             ci_width=bench.ci_width, max_seconds=bench.max_seconds),
                    inputs={"model": v.runs, "data": samples}, publish={"latency": f"latency.{v.name}.json"}))
         nodes = {"model": f"{v.model.node}.{v.model.output}", "evaluate": f"evaluate.{v.name}",
                  "benchmark": f"benchmark.{v.name}"}
@@ -54,9 +60,9 @@ def _measure(b: Builder) -> None:
                        inputs={"reference_outputs": Ref(f"evaluate.{REFERENCE}", "outputs"),
                                "reference_metrics": Ref(f"evaluate.{REFERENCE}", "metrics"),
                                "outputs": Ref(f"evaluate.{v.name}", "outputs"),
-                               "metrics": Ref(f"evaluate.{v.name}", "metrics")},
+                               "metrics": Ref(f"evaluate.{v.name}", "metrics"), "data": samples},
                        publish={"comparison": f"comparison.{v.name}.json"},
-                       gate=recipe.eval.model_dump(exclude={"batch_size"})))
+                       gate=gate))
             nodes["compare"] = f"compare.{v.name}"
         b.plan.node(v.model.node).publish.setdefault(v.model.output, f"model.{v.name}.onnx")
         b.plan.variants[v.name] = {"scheme": v.scheme, "reference": v.name == REFERENCE, "nodes": nodes,

@@ -48,3 +48,25 @@ def run_cli(*args: str, cache: Path, cwd: Path, extra_env: dict | None = None) -
 def cache_entries(cache: Path) -> list[Path]:
     """Action records and blobs in a cache (what a failed build must not leave behind)."""
     return sorted(p for sub in ("actions", "blobs") for p in (cache / sub).rglob("*") if p.is_file())
+
+
+def export_tiny_onnx(path: Path, batch="batch", external_data: bool = False, seed: int = 0) -> None:
+    """A real (if tiny) classifier graph, Flatten -> Gemm over (1, 28, 28) inputs, built with onnx.helper."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((784, 10)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(10, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
+         helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], name="fc")], "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if external_data:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=f"{Path(path).name}.data", size_threshold=0)
+    else:
+        onnx.save(model, str(path))

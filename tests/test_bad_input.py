@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from .conftest import cache_entries, run_cli
+from .conftest import cache_entries, export_tiny_onnx, run_cli
+
+_export_tiny_onnx = export_tiny_onnx  # older tests import it from here
 
 
 @pytest.fixture
@@ -17,10 +19,10 @@ def user_recipes(tmp_path):
     (d / "model").mkdir(parents=True)
     (d / "data").mkdir()
     (d / "model" / "my_onnx.yaml").write_text(f"kind: onnx\npath: {tmp_path}/model.onnx\ninput_shape: [1, 28, 28]\n")
-    (d / "data" / "my_npz.yaml").write_text(f"kind: npz\npath: {tmp_path}/data.npz\neval_samples: 4\n")
+    (d / "data" / "my_npz.yaml").write_text(f"kind: npz\npath: {tmp_path}/data.npz\ny_key: null\neval_samples: 4\n")
     (d / "mine.yaml").write_text(
         "defaults: [base, {model: my_onnx}, {data: my_npz}, {quant: int8_static}, {target: ort_cpu}, _self_]\n"
-        "name: mine\nquant: {calibration: {samples: 8, batch_size: 4}}\n")
+        "name: mine\nquant: {calibration: {samples: 8, batch_size: 4}}\neval: {max_accuracy_drop: null}\n")
     return d
 
 
@@ -57,25 +59,9 @@ def test_corrupt_onnx_file(user_recipes, cache_dir, tmp_path):
     _assert_bad_input(proc, "model.path", "model.onnx", "not a valid ONNX model", cache=cache_dir)
 
 
-def _export_tiny_onnx(path, batch="batch"):
-    """A real (if tiny) classifier graph: Flatten -> Gemm, built with onnx.helper."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((784, 10)).astype(np.float32), "w")
-    b = numpy_helper.from_array(np.zeros(10, np.float32), "b")
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
-         helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], name="fc")], "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], [w, b])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-
-
 @pytest.mark.parametrize("n, key", [(0, "holds no samples"), (6, "quant.calibration.samples")])
 def test_empty_or_too_small_calibration_data(n, key, user_recipes, cache_dir, tmp_path):
-    _export_tiny_onnx(tmp_path / "model.onnx")
+    export_tiny_onnx(tmp_path / "model.onnx")
     np.savez(tmp_path / "data.npz", x=np.zeros((n, 1, 28, 28), np.float32))
     proc = run_cli("build", "--config-dir", str(user_recipes), "--config-name", "mine", cache=cache_dir, cwd=tmp_path)
     _assert_bad_input(proc, key, cache=cache_dir)
@@ -86,18 +72,20 @@ def test_state_dict_that_does_not_fit(cache_dir, tmp_path):
     import torchvision
 
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "r18.pt")
-    proc = run_cli("build", "model=resnet18", "model.weights=r18.pt", "data=synthetic", cache=cache_dir, cwd=tmp_path)
+    proc = run_cli("build", "model=resnet18", "model.weights=r18.pt", "data=synthetic", "eval.max_accuracy_drop=null",
+                   cache=cache_dir, cwd=tmp_path)
     _assert_bad_input(proc, "model.weights", "does not fit", "fc.weight", cache=cache_dir)
 
 
 def test_weights_file_that_is_not_a_state_dict(cache_dir, tmp_path):
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    proc = run_cli("build", "model=resnet18", "model.weights=junk.pt", "data=synthetic", cache=cache_dir, cwd=tmp_path)
+    proc = run_cli("build", "model=resnet18", "model.weights=junk.pt", "data=synthetic", "eval.max_accuracy_drop=null",
+                   cache=cache_dir, cwd=tmp_path)
     _assert_bad_input(proc, "model.weights", "junk.pt", cache=cache_dir)
 
 
 def test_unknown_exclude_node_names_the_key(cache_dir, tmp_path, user_recipes):
-    _export_tiny_onnx(tmp_path / "model.onnx")
+    export_tiny_onnx(tmp_path / "model.onnx")
     np.savez(tmp_path / "data.npz", x=np.random.default_rng(0).standard_normal((20, 1, 28, 28)).astype(np.float32))
     proc = run_cli("build", "--config-dir", str(user_recipes), "--config-name", "mine",
                    "quant.exclude_nodes=[no_such_node]", cache=cache_dir, cwd=tmp_path)
@@ -106,11 +94,11 @@ def test_unknown_exclude_node_names_the_key(cache_dir, tmp_path, user_recipes):
 
 def test_onnx_with_fixed_batch(user_recipes, cache_dir, tmp_path):
     """A user's ONNX fixed at batch 1 builds (evaluation and calibration batch by 1); batch 8 is refused."""
-    _export_tiny_onnx(tmp_path / "model.onnx", batch=1)
+    export_tiny_onnx(tmp_path / "model.onnx", batch=1)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "data.npz", x=rng.standard_normal((20, 1, 28, 28)).astype(np.float32),
              y=rng.integers(0, 10, 20))
-    args = ["--config-dir", str(user_recipes), "--config-name", "mine", "eval.max_accuracy_drop=1"]
+    args = ["--config-dir", str(user_recipes), "--config-name", "mine", "data.y_key=y", "eval.max_accuracy_drop=1"]
     ok = run_cli("build", *args, "bench.batch_sizes=[1]", "hydra.run.dir=ok", cache=cache_dir, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert json.loads((tmp_path / "ok" / "report.json").read_text())["eval_samples"] == 4
@@ -119,7 +107,7 @@ def test_onnx_with_fixed_batch(user_recipes, cache_dir, tmp_path):
 
 
 def test_onnx_input_shape_must_match(user_recipes, cache_dir, tmp_path):
-    _export_tiny_onnx(tmp_path / "model.onnx")
+    export_tiny_onnx(tmp_path / "model.onnx")
     np.savez(tmp_path / "data.npz", x=np.zeros((20, 3, 28, 28), np.float32))
     proc = run_cli("build", "--config-dir", str(user_recipes), "--config-name", "mine", "model.input_shape=[3,28,28]",
                    cache=cache_dir, cwd=tmp_path)

@@ -118,7 +118,8 @@ def test_existing_build_dir_is_never_overwritten(demo, shared_cache):
 
 def test_fidelity_gate_without_labels(tmp_path, cache_dir):
     """Synthetic data has no labels: the cosine gate still judges the quantized model."""
-    args = ["model=resnet18", "data=synthetic", "model.num_classes=10", "model.input_shape=[3,64,64]",
+    args = ["model=resnet18", "data=synthetic", "eval.max_accuracy_drop=null", "model.num_classes=10",
+            "model.input_shape=[3,64,64]",
             "data.eval_samples=8", "quant.calibration.samples=8", "bench.batch_sizes=[1]", "bench.iterations=3"]
     proc = run_cli("build", *args, "eval.min_cosine=1.0", "hydra.run.dir=strict", cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 3 and "eval.min_cosine" in proc.stderr, proc.stderr[-2000:]

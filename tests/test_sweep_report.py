@@ -22,11 +22,26 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def make_report(acc: float | None, p50: float, size: int, *, status: str = "ok", cosine: float = 0.9998,
-                fp32_acc: float | None = 0.962, build_id: str = "721e5f0a054969dd") -> dict:
-    """A report.json shaped like the real ones, from the few numbers a sweep table cares about."""
+                fp32_acc: float | None = 0.962, build_id: str = "721e5f0a054969dd", ci: float | None = 0.02,
+                fp32_p50: float = 0.05) -> dict:
+    """A report.json shaped like the real ones, from the few numbers a sweep table cares about.
+
+    ``ci`` is the relative half-width of every p50's 95% CI (None: a report from before CIs were measured).
+    """
+    def one(p: float) -> dict:
+        d = {"p50": p, "p90": p * 1.1, "p99": p * 1.4, "mean": p * 1.02}
+        if ci is not None:
+            d.update(p50_ci=[round(p * (1 - ci), 6), round(p * (1 + ci), 6)], runs=200, ci_reached=ci <= 0.05)
+        return d
+
     def lat(p: float) -> dict:
-        return {"1": {"p50": p, "p90": p * 1.1, "p99": p * 1.4, "mean": p * 1.02},
-                "8": {"p50": p * 4, "p90": p * 4.4, "p99": p * 5.6, "mean": p * 4.1}}
+        return {"1": one(p), "8": one(p * 4)}
+
+    def verdict(p: float) -> str | None:
+        if ci is None:
+            return None
+        return "faster" if p * (1 + ci) < fp32_p50 * (1 - ci) else "slower" if p * (1 - ci) > fp32_p50 * (1 + ci) \
+            else "no measurable difference"
 
     return {
         "report_version": 2, "build_id": build_id, "recipe": "demo", "status": status,
@@ -35,11 +50,12 @@ def make_report(acc: float | None, p50: float, size: int, *, status: str = "ok",
                   {"name": "evaluate.int8", "kind": "evaluate.ort", "key": "81e4", "status": "ran", "seconds": 0.1}],
         "reference": "fp32", "variants": ["fp32", "int8"],
         "schemes": {"fp32": {"kind": "fp32"}, "int8": {"kind": "static", "format": "qdq", "per_channel": True}},
-        "metrics": {"fp32": {"size_bytes": 1_700_000, "accuracy": fp32_acc, "latency_ms": lat(0.05)},
+        "metrics": {"fp32": {"size_bytes": 1_700_000, "accuracy": fp32_acc, "latency_ms": lat(fp32_p50)},
                     "int8": {"size_bytes": size, "accuracy": acc, "latency_ms": lat(p50)}},
         "accuracy_drop": {"int8": None if acc is None else round(fp32_acc - acc, 6)},
         "fidelity": {"int8": {"top1_agreement": 0.99, "cosine_mean": cosine, "cosine_min": 0.99, "max_abs_diff": 2.1}},
-        "speedup_p50": {"int8": {"1": round(0.05 / p50, 3)}},
+        "speedup_p50": {"int8": {"1": round(fp32_p50 / p50, 3)}},
+        "speedup_verdict": {"int8": {"1": verdict(p50)}},
         "gates": [{"step": "compare.int8", "message": "accuracy drop too large"}] if status == "gate_failed" else [],
         "notes": [], "artifacts": [],
     }
@@ -64,7 +80,13 @@ def ov(method: str, per_channel: bool) -> list[str]:
 
 @pytest.fixture
 def labelled_sweep(tmp_path) -> Path:
-    """Hand-checked: front = {0, 1, 3}. 2 and 4 are dominated, 3 ties 0, 5 is fastest but gate-failed."""
+    """Hand-checked: front = {0, 1, 3}. 2 and 4 are dominated, 3 ties 0, 5 is fastest but gate-failed.
+
+    Every p50 has a +-2% CI (make_report), and the front holds with latency judged beyond that noise: 1's CI at
+    batch 1 ([0.0245, 0.0255] ms) lies wholly below 0's and 3's ([0.0294, 0.0306]), so its lower accuracy is
+    bought with a real speed-up; 4's CI is 1's (a tie in latency) at lower accuracy; 2 ([0.0343, 0.0357]) is
+    less accurate and measurably slower than 0.
+    """
     d = tmp_path / "sweep"
     make_job(d, 0, ov("minmax", True), make_report(0.960, 0.030, 450_000))
     make_job(d, 1, ov("minmax", False), make_report(0.955, 0.025, 440_000))
@@ -97,6 +119,9 @@ def test_collect_sweep_rows_and_statuses(labelled_sweep):
     assert r0["overrides"] == "quant.calibration.method=minmax quant.per_channel=true"
     assert r0["accuracy"] == 0.960 and r0["accuracy_fp32"] == 0.962 and r0["accuracy_drop"] == pytest.approx(0.002)
     assert r0["p50_ms_bs1"] == 0.030 and r0["p50_ms_bs8"] == 0.120 and r0["size_bytes"] == 450_000
+    assert (r0["p50_ci_lo_ms_bs1"], r0["p50_ci_hi_ms_bs1"]) == (0.0294, 0.0306)
+    # Each job's reference (FP32) measurement, for the plot's reference marker.
+    assert (r0["ref_p50_ms_bs1"], r0["ref_p50_ci_lo_ms_bs1"], r0["ref_p50_ci_hi_ms_bs1"]) == (0.05, 0.049, 0.051)
     assert r0["cosine_mean"] == 0.9998 and r0["top1_agreement"] == 0.99 and r0["build_id"] == "721e5f0a054969dd"
     assert r0["steps_ran"] == "quantize evaluate.int8" and r0["error"] == "" and r0["exit_code"] is None
     assert r0["variant"] == "int8"
@@ -104,6 +129,7 @@ def test_collect_sweep_rows_and_statuses(labelled_sweep):
     failed = rows[6]
     assert failed["error"].startswith("quant.calibration.method: unknown") and failed["exit_code"] == 2
     assert failed["accuracy"] is None and failed["p50_ms_bs1"] is None and failed["build_id"] is None
+    assert failed["p50_ci_lo_ms_bs1"] is None and failed["ref_p50_ms_bs1"] is None
     assert all(list(r) == list(rows[0]) for r in rows)  # same columns everywhere
 
 
@@ -144,6 +170,9 @@ def test_write_sweep_report(labelled_sweep):
     for r in collect_sweep(labelled_sweep):
         assert r["overrides"] in md
     assert table[0]["accuracy (quality)"] == "96.00%" and table[0]["size_bytes"] == "439.5 KiB"
+    # One "[lo, hi]" column per CI in the markdown; the CSV below keeps the bounds as two numeric columns.
+    assert table[0]["p50_ci_ms_bs1"] == "[0.0294, 0.0306]" and table[0]["ref_p50_ci_ms_bs8"] == "[0.196, 0.204]"
+    assert table[6]["p50_ci_ms_bs1"] == "–"  # the failed job has no measurement
     assert "unknown method 'bogus'" in md and "second line" not in md
 
     with paths["csv"].open(newline="") as f:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import Cache
-from ..errors import BadInput, GateFailed
+from ..errors import GateFailed
 from ..graph import Plan, StepOutcome
 from ..plan import compile_plan
 from ..recipe.schema import Recipe
@@ -17,6 +17,7 @@ from ..report.build_report import make_report, write_markdown
 from ..run.progress import Reporter
 from ..run.scheduler import execute
 from .lockfile import LOCK_NAME, make_lock
+from .rundir import abandon, claim, new_build_dir
 
 
 @dataclass
@@ -54,26 +55,53 @@ def publish(plan: Plan, outcomes: list[StepOutcome], cache: Cache, out_dir: Path
     return arts
 
 
-def build(recipe: Recipe, out_dir: str | Path, cache: Cache | None = None,
-          reporter: Reporter | None = None, check_gates: bool = True, plan: Plan | None = None) -> BuildResult:
+def _gate_warnings(plan: Plan, outcomes: list[StepOutcome]) -> list[str]:
+    """Say when the evaluation set is too small for an accuracy gate to mean anything: the drop's 95% interval
+    is wider than the gate's allowance."""
+    warnings = []
+    for o in outcomes:
+        limit, ci = plan.node(o.name).gate.get("max_accuracy_drop"), o.result.get("drop_ci95")
+        if limit is not None and ci and (ci[1] - ci[0]) / 2 > limit:
+            warnings.append(f"{o.name}: the top-1 drop is known only to ±{(ci[1] - ci[0]) / 2 * 100:.2f} points "
+                            f"(95%, {ci[0] * 100:.2f} to {ci[1] * 100:.2f}) on this evaluation set, wider than "
+                            f"eval.max_accuracy_drop {limit * 100:.2f}: use more data.eval_samples for the gate to "
+                            "mean something")
+    return warnings
+
+
+def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None = None,
+          reporter: Reporter | None = None, check_gates: bool = True, plan: Plan | None = None,
+          remeasure: bool = False) -> BuildResult:
     """Build ``recipe`` into ``out_dir``; raises ``GateFailed`` (after writing the report) when a gate fails.
 
-    ``out_dir`` must not already hold a build: a finished build is never overwritten. ``plan`` replaces the
-    recipe's compiled plan (``reproduce`` passes the one recorded in a lockfile).
+    ``remeasure`` (or ``QCOMPILE_REMEASURE=1``, which ``qcompile build --remeasure`` sets) re-runs the
+    measurement steps (latency) even when cached; everything else is reused as usual.
+
+    ``out_dir`` must not hold or be claimed by another build (see ``rundir``): a build is never overwritten, and
+    one that fails before running removes only what it created; None picks a new folder under
+    ``qcompile-out/<recipe name>/``, as ``qcompile build`` does. ``plan`` replaces the recipe's compiled plan
+    (``reproduce`` passes the one recorded in a lockfile).
     """
-    out_dir = Path(out_dir)
-    if (out_dir / "report.json").exists():
-        raise BadInput(f"{out_dir} already holds a build; choose another output directory")
+    out_dir = Path(out_dir) if out_dir is not None else new_build_dir(recipe.name)
+    claim(out_dir)
     cache = cache or Cache()
     reporter = reporter or Reporter()
-    plan = plan or compile_plan(recipe)
-    outcomes = execute(plan, cache, reporter)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    arts = publish(plan, outcomes, cache, out_dir)
-    lock = make_lock(recipe, plan, outcomes)
+    try:
+        # One lease from the first lookup until the lockfile is registered: gc keeps what this build uses.
+        with cache.lease():
+            plan = plan or compile_plan(recipe)
+            outcomes = execute(plan, cache, reporter,
+                               remeasure=remeasure or os.environ.get("QCOMPILE_REMEASURE", "") not in ("", "0"))
+            cache.memo.flush()  # only now: a build rejected as bad input leaves no memo entry either
+            arts = publish(plan, outcomes, cache, out_dir)
+            lock = make_lock(recipe, plan, outcomes)
+            _write_json(out_dir / LOCK_NAME, lock)
+            cache.register_build(lock["build_id"], out_dir / LOCK_NAME)
+    except BaseException:
+        abandon(out_dir)  # no report.json: removes what this build created, never a user's files
+        raise
     report = make_report(lock, outcomes, arts)
-    _write_json(out_dir / LOCK_NAME, lock)
-    cache.register_build(lock["build_id"], out_dir / LOCK_NAME)
+    report["notes"] += _gate_warnings(plan, outcomes)
     write_markdown(report, out_dir / "report.md")
     _write_json(out_dir / "report.json", report)  # last: its presence marks a finished build
     reporter.summary(outcomes, title=f"build {lock['build_id']} → {out_dir}")

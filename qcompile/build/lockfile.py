@@ -37,17 +37,31 @@ def make_lock(recipe: Recipe, plan: Plan, outcomes: list[StepOutcome]) -> dict[s
             "gate": node.gate,
         }
     recipe_json = recipe.model_dump(mode="json")
-    build_id = digest_json({"recipe": recipe_json,
-                            "nodes": {n: {"key": v["key"], "outputs": v["outputs"]} for n, v in nodes.items()}})[:16]
     return {
         "lock_version": LOCK_VERSION,
+        "qcompile": _qcompile_version(),
         "schema_version": SCHEMA_VERSION,
-        "build_id": build_id,
+        "build_id": build_id_of(recipe_json, nodes),
         "recipe": recipe_json,
         "env": env_fingerprint(BUILD_LIBRARIES, host=True),
         "variants": plan.variants,
         "nodes": nodes,
     }
+
+
+def build_id_of(recipe_json: dict[str, Any], nodes: dict[str, Any]) -> str:
+    """The build id: a digest of the resolved recipe and every node's key and outputs."""
+    return digest_json({"recipe": recipe_json,
+                        "nodes": {n: {"key": v["key"], "outputs": v["outputs"]} for n, v in nodes.items()}})[:16]
+
+
+def _qcompile_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version("qcompile")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def plan_from_lock(lock: dict[str, Any]) -> Plan:
@@ -66,7 +80,7 @@ def plan_from_lock(lock: dict[str, Any]) -> Plan:
             plan.add(Node(name, n["kind"], step.Params.model_validate(n["params"]), inputs,
                           publish=n.get("publish", {}), gate=n.get("gate", {})))
         plan.variants = lock["variants"]
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise BadInput(f"lockfile node {name!r} cannot be rebuilt by this qcompile: {str(e).splitlines()[0]}") from None
     return plan
 
@@ -82,9 +96,16 @@ def read_lock(path: Path) -> dict[str, Any]:
     if not isinstance(lock, dict) or lock.get("lock_version") != LOCK_VERSION:
         got = lock.get("lock_version") if isinstance(lock, dict) else None
         raise BadInput(f"{path}: lockfile version {got!r} is not supported (this qcompile reads {LOCK_VERSION})")
-    for field in ("recipe", "nodes", "build_id"):
-        if field not in lock:
-            raise BadInput(f"{path}: lockfile has no {field!r}")
+    for field, typ in (("recipe", dict), ("nodes", dict), ("build_id", str), ("variants", dict)):
+        if not isinstance(lock.get(field), typ):
+            raise BadInput(f"{path}: lockfile has no valid {field!r}")
+    try:
+        same = build_id_of(lock["recipe"], lock["nodes"]) == lock["build_id"]
+    except (KeyError, TypeError, AttributeError):
+        same = False
+    if not same:
+        raise BadInput(f"{path}: the lockfile's content does not match its build_id {lock['build_id']}: it was "
+                       "edited or damaged after the build")
     if lock.get("schema_version") != SCHEMA_VERSION:
         raise BadInput(f"{path}: recipe schema version {lock.get('schema_version')!r} is unknown to this qcompile "
                        f"(it reads {SCHEMA_VERSION})")

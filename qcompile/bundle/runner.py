@@ -33,6 +33,23 @@ def preprocess(image_path: str | Path, spec: dict) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))  # CHW, as the model takes it
 
 
+def verify_bundle(folder: Path = HERE) -> str | None:
+    """None when every file matches manifest.json's sha256, else a one-line reason naming the file."""
+    import hashlib
+
+    try:
+        files = json.loads((folder / "manifest.json").read_text())["files"]
+    except (OSError, ValueError, KeyError) as e:
+        return f"manifest.json is missing or unreadable ({type(e).__name__})"
+    for name, digest in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing from the bundle"
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            return f"{name} does not match manifest.json: the bundle was altered after it was built"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the top-5 classes of each input."""
     import onnxruntime as ort
@@ -40,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         print(__doc__)
+        return 2
+    problem = verify_bundle()
+    if problem:
+        print(f"run.py: {problem}", file=sys.stderr)
         return 2
     spec = json.loads((HERE / "preprocess.json").read_text())
     labels_file = HERE / "labels.json"

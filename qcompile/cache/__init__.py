@@ -3,9 +3,10 @@
 Layout under the cache root::
 
     blobs/ab/<sha256>        artifact content, read-only, named by digest
-    actions/ab/<key>.json    a finished step: its outputs' digests and small result values
+    actions/ab/<key>.json    a finished step: its outputs' digests and small result values, with its own digest
     failures/<key>.json      the last failure of a step key (never a cache hit)
     locks/<key>.lock         per-key locks, so concurrent builds run a step once
+    leases/<host>-<pid>-*.json  the keys each running build uses, so gc leaves them alone (see ``lease``)
     memo/                    stat memo of user files
     tmp/                     scratch space for running steps and atomic writes
 """
@@ -15,13 +16,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from .keys import StatMemo, canonical_json
+from .keys import StatMemo, canonical_json, digest_json
+from .lease import Lease
 from .store import BlobStore, CorruptBlob
 
 
@@ -47,6 +50,42 @@ class ActionRecord:
     created: float
 
 
+_RECORD_FIELDS = {f.name for f in fields(ActionRecord)}
+
+
+def record_body(rec: ActionRecord) -> dict[str, Any]:
+    """The JSON a record is stored as: its fields plus ``digest``, the sha256 of the canonical JSON of the rest.
+
+    The fields go through JSON once before hashing, so the digest is of exactly what a reader parses back
+    (tuples become lists, numpy scalars strings). The digest catches damage, not forgery: whoever can write the
+    cache can also recompute it.
+    """
+    body = json.loads(canonical_json(rec.__dict__))
+    return {**body, "digest": digest_json(body)}
+
+
+def parse_record(raw: Any, key: str | None = None) -> tuple[ActionRecord | None, str | None]:
+    """(record, None) when ``raw`` is an intact record (of ``key``, when given), else (None, what is wrong)."""
+    if not isinstance(raw, dict):
+        return None, "is not a record"
+    body = dict(raw)
+    digest = body.pop("digest", None)
+    if digest is None:
+        return None, "has no digest (older format)"
+    if set(body) != _RECORD_FIELDS:
+        return None, "has unknown or missing fields"
+    if digest != digest_json(body):
+        return None, "does not match its digest"
+    rec = ActionRecord(**body)
+    if not isinstance(rec.outputs, dict) or not all(isinstance(d, str) for d in rec.outputs.values()):
+        return None, "has malformed outputs"
+    if not isinstance(rec.result, dict):
+        return None, "has a malformed result"
+    if key is not None and rec.key != key:
+        return None, "is filed under another key"
+    return rec, None
+
+
 class Cache:
     """Facade over the blob store, action records, failure records and locks."""
 
@@ -55,6 +94,7 @@ class Cache:
         self.tmp = self.root / "tmp"
         self.blobs = BlobStore(self.root / "blobs", self.tmp)
         self.memo = StatMemo(self.root / "memo")
+        self._lease: Lease | None = None
 
     def action_path(self, key: str) -> Path:
         """Where the record of ``key`` lives."""
@@ -66,18 +106,31 @@ class Cache:
         d.mkdir(parents=True, exist_ok=True)
         return FileLock(str(d / f"{key}.lock"))
 
-    def lookup(self, key: str, verify: bool = True) -> ActionRecord | None:
-        """The record for ``key`` when it and all its blobs are intact; a damaged record is discarded."""
-        p = self.action_path(key)
+    def read_action(self, path: Path) -> tuple[ActionRecord | None, str | None]:
+        """The record stored at ``path`` checked against its digest and file name, without touching blobs:
+        (record, None), (None, what is wrong), or (None, None) when there is no file."""
         try:
-            raw = json.loads(p.read_text())
-            rec = ActionRecord(**raw)
+            raw = json.loads(path.read_text())
         except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError):
+            return None, "is unreadable"
+        return parse_record(raw, key=path.name.removesuffix(".json"))
+
+    def lookup(self, key: str, verify: bool = True, outputs: Iterable[str] | None = None) -> ActionRecord | None:
+        """The record for ``key`` when it and all its blobs are intact; a damaged record is discarded.
+
+        ``outputs`` are the output names the caller's step declares: a record with other names (a step whose
+        outputs were renamed without a version bump) is discarded too, so the step reruns instead of failing
+        on a missing output later.
+        """
+        p = self.action_path(key)
+        rec, problem = self.read_action(p)
+        if rec is None:
+            if problem:
+                p.unlink(missing_ok=True)
             return None
-        except (OSError, ValueError, TypeError):
-            p.unlink(missing_ok=True)
-            return None
-        if rec.key != key:
+        if outputs is not None and set(rec.outputs) != set(outputs):
             p.unlink(missing_ok=True)
             return None
         for digest in rec.outputs.values():
@@ -99,7 +152,7 @@ class Cache:
         p = self.action_path(rec.key)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(canonical_json(rec.__dict__))
+        tmp.write_text(canonical_json(record_body(rec)))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, p)
@@ -117,20 +170,52 @@ class Cache:
         tmp.write_text(json.dumps({"key": key, "kind": kind, "error": error, "time": time.time()}))
         os.replace(tmp, p)
 
-    def iter_actions(self):
-        """Every readable action record in the cache."""
+    def iter_action_files(self) -> Iterator[tuple[Path, ActionRecord | None, str | None]]:
+        """(path, record, problem) for every record file; see ``read_action``."""
         d = self.root / "actions"
         if not d.is_dir():
             return
         for p in sorted(d.glob("*/*.json")):
-            try:
-                yield ActionRecord(**json.loads(p.read_text()))
-            except (OSError, ValueError, TypeError):
-                continue
+            rec, problem = self.read_action(p)
+            if rec is not None or problem:
+                yield p, rec, problem
+
+    def iter_actions(self) -> Iterator[ActionRecord]:
+        """Every intact action record in the cache (damaged ones are skipped; ``cache verify`` removes them)."""
+        for _, rec, _ in self.iter_action_files():
+            if rec is not None:
+                yield rec
+
+    def lease(self) -> Lease:
+        """The lease of the build running on this cache: ``with cache.lease() as lease: lease.hold(key)``.
+
+        Reentrant: while one is open, this returns the same lease, so a caller can hold it around
+        ``scheduler.execute`` (which opens it too) and keep its keys held until the caller is done.
+        """
+        if self._lease is None or not self._lease.open:
+            self._lease = Lease(self.root / "leases", self.tmp)
+        return self._lease
 
     def remove_action(self, key: str) -> None:
         """Forget a record (its blobs stay until ``gc``)."""
         self.action_path(key).unlink(missing_ok=True)
+
+    def forget(self, keys: list[str]) -> None:
+        """Remove the records of ``keys`` and the blobs only they referenced (undoing a rejected build)."""
+        if not keys:
+            return
+        doomed = {}
+        for key in keys:
+            rec = self.lookup(key, verify=False)
+            if rec is not None:
+                doomed[key] = set(rec.outputs.values())
+            self.remove_action(key)
+        if not doomed:
+            return
+        live = {d for rec in self.iter_actions() for d in rec.outputs.values()}
+        live |= {entry.get("lock") for _, entry in self.iter_builds()}
+        for digest in set().union(*doomed.values()) - live:
+            self.blobs.remove(digest)
 
     # ------------------------------------------------------------------ builds (lockfiles by build id)
     def register_build(self, build_id: str, lockfile: Path) -> None:

@@ -7,11 +7,13 @@ import json
 import os
 import platform
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+_RACY_SECONDS = 2.0  # files changed this recently are hashed again next time instead of trusted by stamp
 
 
 def canonical_json(obj: Any) -> str:
@@ -34,20 +36,24 @@ def digest_file(path: Path) -> str:
 
 
 class StatMemo:
-    """Remembers the digest of user files by (path, size, mtime, inode) so large files are not rehashed each build.
+    """Remembers the digest of user files by their stat stamp so large files are not rehashed each build.
 
-    The memo is an optimisation only: a stale or damaged memo entry costs a rehash, never a wrong digest,
-    because any change of size, mtime or inode misses the memo.
+    The stamp is (size, mtime, ctime, inode, device), as git's index and Bazel's digest cache use: a rewrite in
+    place that keeps the size and restores the old mtime (``touch -r``, ``os.utime``) still changes the ctime,
+    which no user call can set. A stale or damaged memo entry costs a rehash, never a wrong digest.
+
+    New entries wait in memory until ``flush``: a build that is rejected as bad input leaves no memo entry.
     """
 
     def __init__(self, root: Path):
         self.root = root
+        self._pending: dict[Path, dict[str, Any]] = {}
 
     def digest(self, path: Path) -> str:
         """Content digest of ``path``, from the memo when the file is unchanged."""
         path = Path(path).resolve()
         st = path.stat()
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
         entry = self.root / (hashlib.sha256(str(path).encode()).hexdigest() + ".json")
         try:
             memo = json.loads(entry.read_text())
@@ -55,12 +61,24 @@ class StatMemo:
                 return memo["digest"]
         except (OSError, ValueError, KeyError, TypeError):
             pass
+        pending = self._pending.get(entry)
+        if pending is not None and pending["stamp"] == stamp:
+            return pending["digest"]
         digest = digest_file(path)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"path": str(path), "stamp": stamp, "digest": digest}))
-        os.replace(tmp, entry)
+        if time.time() - st.st_ctime >= _RACY_SECONDS:
+            # Only files older than the stamp's resolution: a racily clean file (git's term) could be rewritten
+            # within it and keep the same stamp.
+            self._pending[entry] = {"path": str(path), "stamp": stamp, "digest": digest}
         return digest
+
+    def flush(self) -> None:
+        """Write the entries learnt since the last flush (after a build that was not rejected)."""
+        pending, self._pending = self._pending, {}
+        for entry, memo in pending.items():
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo))
+            os.replace(tmp, entry)
 
 
 def _version(dist: str) -> str | None:

@@ -40,20 +40,24 @@ class BlobStore:
         os.close(fd)
         tmp = Path(tmp_name)
         h = hashlib.sha256()
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            while chunk := fin.read(1 << 20):
-                h.update(chunk)
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
-        digest = h.hexdigest()
-        dest = self.path(digest)
-        if dest.is_file() and digest_file(dest) == digest:
-            tmp.unlink()
-        else:  # new, or an existing copy that was damaged: the fresh bytes replace it
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, dest)
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while chunk := fin.read(1 << 20):
+                    h.update(chunk)
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            digest = h.hexdigest()
+            dest = self.path(digest)
+            if dest.is_file() and digest_file(dest) == digest:
+                tmp.unlink()
+            else:  # new, or an existing copy that was damaged: the fresh bytes replace it
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+        except BaseException:  # a full disk, Ctrl-C: no half-written scratch file stays behind
+            tmp.unlink(missing_ok=True)
+            raise
         return digest
 
     def verify(self, digest: str) -> bool:

@@ -7,7 +7,7 @@ input naming the recipe keys involved ("quant.kind=qat needs torch_model; model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput
@@ -24,16 +24,15 @@ PORT_OWNERS = {"samples": "data", "signature": "model", "preprocess": "model", "
 class Variant:
     """One model the build measures: the FP32 reference or what a scheme made of it.
 
-    ``model`` is the ONNX file the quant scheme produced; ``deploy`` is what the target runs (the same file, or
-    one a target compile node converted). ``scheme`` describes how it was made, for reports and bundles.
+    ``model`` is the ONNX file the quant scheme produced; ``deploy`` is what the target runs, set by a target's
+    compile nodes when it converts the model (an ``.ort`` file, an engine); ``scheme`` describes how it was made,
+    for reports and bundles.
     """
 
     name: str
     model: Ref
     scheme: dict[str, Any]
     deploy: Ref | None = None
-    publish: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def runs(self) -> Ref:

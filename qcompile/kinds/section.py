@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FilePath
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FilePath, model_validator
 
 # User files are kept as absolute paths, so a lockfile rebuilds from any working directory.
 UserFile = Annotated[FilePath, AfterValidator(lambda p: p.resolve())]
 
 
 class Section(BaseModel):
-    """Base of every recipe section: immutable, unknown keys refused."""
+    """Base of every recipe section: immutable, unknown keys refused, NaN and infinity refused in every float."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Kind(Section):
@@ -43,9 +43,15 @@ class Normalize(Section):
     It goes into the deployment bundle's ``preprocess.json``, so the app normalises exactly as training did.
     """
 
-    scale: float = 1 / 255
-    mean: list[float] = [0.0]
-    std: list[float] = [1.0]
+    scale: float = Field(1 / 255, gt=0)
+    mean: list[float] = Field([0.0], min_length=1)
+    std: list[Annotated[float, Field(gt=0)]] = Field([1.0], min_length=1, description="per channel, each > 0")
+
+    @model_validator(mode="after")
+    def _same_channels(self) -> Normalize:
+        if len(self.mean) != len(self.std) and 1 not in (len(self.mean), len(self.std)):
+            raise ValueError(f"mean has {len(self.mean)} channels and std {len(self.std)}")
+        return self
 
 
 IMAGENET = Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])

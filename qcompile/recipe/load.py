@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from ..errors import BadInput
 from .errors import format_validation_error
+from .files import check_recipe_dir
 from .schema import Recipe
 
 RECIPES_MODULE = "qcompile.recipes"
@@ -49,8 +50,7 @@ def compose(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
     search_path = create_config_search_path(f"pkg://{RECIPES_MODULE}")
     if config_dir is not None:
         d = Path(config_dir)
-        if not d.is_dir():
-            raise BadInput(f"config dir not found: {d}", key="--config-dir")
+        check_recipe_dir(d)
         # As Hydra's own --config-dir does: the user's folder is searched before the packaged recipes.
         search_path.prepend("command-line", f"file://{d.resolve()}")
     GlobalHydra.instance().clear()

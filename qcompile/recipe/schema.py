@@ -24,7 +24,9 @@ def _union(group: str) -> Any:
 class EvalSpec(Section):
     """Evaluation batch size and the quality gates (exit 3 when one fails)."""
 
-    max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="fail the build (exit 3) above this top-1 drop")
+    max_accuracy_drop: float | None = Field(
+        0.01, ge=0, le=1, description="fail the build (exit 3) above this top-1 accuracy drop; needs labelled data "
+                                      "(null for data without labels)")
     min_top1_agreement: float | None = Field(
         None, ge=0, le=1, description="fail the build below this top-1 agreement with FP32 (works without labels)")
     min_cosine: float | None = Field(
@@ -33,11 +35,19 @@ class EvalSpec(Section):
 
 
 class BenchSpec(Section):
-    """Latency measurement: batch sizes, warm-up runs and timed runs."""
+    """Latency measurement: batch sizes, warm-up runs, and how long to time each batch size.
+
+    Each batch size is timed until the 95% confidence interval of its p50 lies within +-``ci_width`` of the
+    p50, with at least ``iterations`` runs and at most ``max_seconds`` of timed runs beyond them.
+    """
 
     batch_sizes: list[PositiveInt] = Field([1, 8], min_length=1)
     warmup: int = Field(10, ge=0)
-    iterations: PositiveInt = 50
+    iterations: PositiveInt = Field(50, description="minimum number of timed runs per batch size")
+    ci_width: float = Field(0.05, gt=0, lt=1, description="target relative half-width of the p50's 95% "
+                            "confidence interval (0.05: +-5%)")
+    max_seconds: float = Field(10.0, gt=0, description="time budget per batch size: stop timing after this many "
+                               "seconds of runs even when the CI target is not reached (recorded as ci_reached)")
 
 
 Recipe = create_model(

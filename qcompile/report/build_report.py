@@ -11,11 +11,57 @@ from typing import Any
 
 from ..graph import StepOutcome
 
-REPORT_VERSION = 2  # 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name
+# 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name; 3: p50_ci per batch size, speedup_verdict
+REPORT_VERSION = 3
+
+FASTER, SLOWER, NO_DIFFERENCE = "faster", "slower", "no measurable difference"
 
 
 def _speedup(ref: dict[str, Any], lat: dict[str, Any]) -> dict[str, float]:
     return {bs: round(r["p50"] / lat[bs]["p50"], 3) for bs, r in ref.items() if bs in lat and lat[bs]["p50"] > 0}
+
+
+def speed_verdict(reference: dict[str, Any], variant: dict[str, Any]) -> str | None:
+    """Whether ``variant`` is faster or slower than ``reference`` beyond the noise, from their p50 CIs (the
+    ``latency_ms[bs]`` entries of two variants).
+
+    "faster" when the variant's CI lies wholly below the reference's, "slower" when wholly above, "no measurable
+    difference" when they overlap; None when either has no CI (latency.json written before CIs were measured).
+    """
+    ref_ci, var_ci = reference.get("p50_ci"), variant.get("p50_ci")
+    if not ref_ci or not var_ci:
+        return None
+    if var_ci[1] < ref_ci[0]:
+        return FASTER
+    if var_ci[0] > ref_ci[1]:
+        return SLOWER
+    return NO_DIFFERENCE
+
+
+def _times(x: float) -> str:
+    # Two decimals, unless that would print a real (CI-separated) difference as "1.00x".
+    return f"{x:.2f}x" if round(x, 2) != 1 else f"{x:.3f}x"
+
+
+def speed_text(ratio: float, verdict: str | None, reference: str | None = None) -> str:
+    """How a variant's p50 compares with the reference's, for people: "2.31x faster", "1.40x slower" (the
+    inverse of the ratio, never "0.71x faster") or "no measurable difference", each followed by "than/from
+    ``reference``" when given. Without a verdict (no CI) the bare ratio: "0.84x the speed of fp32 (no CI)".
+
+    ``ratio`` is the reference's p50 over the variant's (``speedup_p50``): above 1 the variant is quicker.
+    """
+    if verdict == FASTER:
+        return f"{_times(ratio)} faster" + (f" than {reference}" if reference else "")
+    if verdict == SLOWER:
+        return f"{_times(1 / ratio)} slower" + (f" than {reference}" if reference else "")
+    if verdict == NO_DIFFERENCE:
+        return NO_DIFFERENCE + (f" from {reference}" if reference else "")
+    return f"{_times(ratio)} the speed" + (f" of {reference}" if reference else "") + " (no CI)"
+
+
+def _latency(result: dict[str, Any]) -> dict[str, Any]:
+    """The per-batch-size entries of a benchmark result (not its notes or host_load)."""
+    return {k: v for k, v in result.items() if isinstance(v, dict) and "p50" in v}
 
 
 def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -24,13 +70,14 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
     sizes = {a["path"].removeprefix("artifacts/"): a["size_bytes"] for a in artifacts}
     variants = lock["variants"]
     reference = next(name for name, v in variants.items() if v["reference"])
-    metrics, fidelity, drops, speedups, schemes = {}, {}, {}, {}, {}
+    metrics, fidelity, drops, speedups, verdicts, schemes = {}, {}, {}, {}, {}, {}
     for name, v in variants.items():
         ev = by_name[v["nodes"]["evaluate"]].result
         lat = by_name[v["nodes"]["benchmark"]].result
         scores = ev.get("scores") or {}
         metrics[name] = {"size_bytes": sizes.get(v["artifact"]), "accuracy": scores.get("top1"),
-                         "top5": scores.get("top5"), "latency_ms": {k: lat[k] for k in lat if k != "notes"}}
+                         "top5": scores.get("top5"), "latency_ms": _latency(lat),
+                         "host_load": lat.get("host_load")}
         schemes[name] = v["scheme"]
         if "compare" in v["nodes"]:
             cmp = by_name[v["nodes"]["compare"]].result
@@ -38,7 +85,9 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
             drops[name] = (cmp.get("drop") or {}).get("top1")
     for name in variants:
         if name != reference:
-            speedups[name] = _speedup(metrics[reference]["latency_ms"], metrics[name]["latency_ms"])
+            ref_lat, lat = metrics[reference]["latency_ms"], metrics[name]["latency_ms"]
+            speedups[name] = _speedup(ref_lat, lat)
+            verdicts[name] = {bs: speed_verdict(ref_lat[bs], lat[bs]) for bs in speedups[name]}
     quantized = next((o.result for o in outcomes if o.kind.startswith("quantize.")), {})
     gates = [{"step": o.name, "message": o.gate_error} for o in outcomes if o.gate_error]
     notes = [f"{o.name}: {n}" for o in outcomes for n in o.result.get("notes", [])]
@@ -60,6 +109,7 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
         "fidelity": fidelity,
         "eval_samples": by_name[variants[reference]["nodes"]["evaluate"]].result.get("samples"),
         "speedup_p50": speedups,
+        "speedup_verdict": verdicts,
         "gates": gates,
         "notes": notes,
         "artifacts": artifacts,
@@ -78,6 +128,27 @@ def _size(n: int | None) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
+def _latency_cell(lat: dict[str, Any] | None) -> str:
+    if not lat or lat.get("p50") is None:
+        return "–"
+    cell = _fmt(lat["p50"])
+    if lat.get("p50_ci"):
+        lo, hi = lat["p50_ci"]
+        cell += f" [{_fmt(lo)}, {_fmt(hi)}]" + (" †" if lat.get("ci_reached") is False else "")
+    return cell
+
+
+def _load_line(report: dict[str, Any]) -> str | None:
+    loads = {n: report["metrics"][n].get("host_load") for n in report["variants"]}
+    loads = {n: h for n, h in loads.items() if h and h.get("loadavg_before") and h.get("loadavg_after")}
+    if not loads:
+        return None
+    cpus = next(iter(loads.values())).get("cpu_count")
+    return ("Load while timing (1-minute load average before → after, " + f"{cpus} CPUs): "
+            + ", ".join(f"{n} {h['loadavg_before'][0]:.2f} → {h['loadavg_after'][0]:.2f}" for n, h in loads.items())
+            + ".")
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     """report.md: the same facts as report.json, laid out for a person."""
     m, ref = report["metrics"], report["reference"]
@@ -88,13 +159,19 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines += [f"Target: {target.get('kind')}" + "".join(f", {k} {target[k]}" for k in ("isa", "activation_type")
                                                         if k in target), ""]
     lines += ["## Models", "", "| variant | size | top-1 | top-5 | " +
-              " | ".join(f"p50 ms (bs {bs})" for bs in batches) + " |",
+              " | ".join(f"p50 ms [95% CI] (bs {bs})" for bs in batches) + " |",
               "|---|---:|---:|---:|" + "---:|" * len(batches)]
     for name in report["variants"]:
         v = m[name]
-        lat = " | ".join(_fmt(v["latency_ms"].get(bs, {}).get("p50")) for bs in batches)
+        lat = " | ".join(_latency_cell(v["latency_ms"].get(bs)) for bs in batches)
         lines.append(f"| {name} | {_size(v['size_bytes'])} | {_fmt(v['accuracy'], pct=True)} | "
                      f"{_fmt(v['top5'], pct=True)} | {lat} |")
+    if any(lat.get("ci_reached") is False for n in report["variants"] for lat in m[n]["latency_ms"].values()):
+        lines += ["", "† the confidence interval did not narrow to the recipe's bench.ci_width within "
+                  "bench.max_seconds (see the notes)."]
+    load = _load_line(report)
+    if load:
+        lines += ["", load]
     lines.append("")
     for name, fid in report["fidelity"].items():
         drop = report["accuracy_drop"].get(name)
@@ -105,8 +182,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         parts.append(f"output cosine mean {fid['cosine_mean']:.5f} (min {fid['cosine_min']:.5f})")
         lines.append(f"{name} vs {ref}: " + ", ".join(parts) + ".")
         sp = report["speedup_p50"].get(name) or {}
+        verdicts = (report.get("speedup_verdict") or {}).get(name) or {}
         if sp:
-            lines.append(f"{name} speed-up (p50): " + ", ".join(f"batch {b}: {s:.2f}x" for b, s in sp.items()))
+            lines.append(f"{name} latency vs {ref} (p50): "
+                         + ", ".join(f"batch {b}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items()) + ".")
     for g in report["gates"]:
         lines.append(f"\n**Gate failed** ({g['step']}): {g['message']}")
     for n in report["notes"]:

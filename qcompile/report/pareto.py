@@ -9,21 +9,53 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
+LAT_PREFIX = "p50_ms_bs"
 
 
-def pareto_front(rows: list[Row], quality_key: str, latency_key: str) -> set[int]:
-    """Indices of the rows no other row dominates (higher quality is better, lower latency is better).
+def ci_keys(latency_key: str) -> tuple[str, str]:
+    """The row keys of the lower and upper 95% CI bounds of ``latency_key`` (``p50_ms_bs1`` ->
+    ``p50_ci_lo_ms_bs1``, ``p50_ci_hi_ms_bs1``). They do not start with ``p50_ms_bs``, so they are never taken
+    for a latency axis."""
+    bs = latency_key[len(LAT_PREFIX):]
+    return f"p50_ci_lo_ms_bs{bs}", f"p50_ci_hi_ms_bs{bs}"
 
-    Row ``j`` dominates row ``i`` when it is at least as good on both axes and strictly better on one, so
-    two variants with identical numbers are both on the front. Rows lacking either value never are.
+
+def ref_key(key: str) -> str:
+    """The row key holding the reference (FP32) variant's value of ``key`` (its p50 or a CI bound)."""
+    return f"ref_{key}"
+
+
+def measurably_faster(a: tuple[float, float | None, float | None], b: tuple[float, float | None, float | None]) -> bool:
+    """Whether latency ``a`` beats ``b`` beyond the noise; each is (p50, ci_lo, ci_hi).
+
+    With both CIs known: ``a``'s upper bound is below ``b``'s lower bound. Without (reports from before CIs
+    were measured): the plain p50 comparison.
     """
-    pts = {i: (r[quality_key], r[latency_key]) for i, r in enumerate(rows)
+    if None not in (a[1], a[2], b[1], b[2]):
+        return a[2] < b[1]
+    return a[0] < b[0]
+
+
+def pareto_front(rows: list[Row], quality_key: str, latency_key: str,
+                 ci: tuple[str, str] | None = None) -> set[int]:
+    """Indices of the rows no other row dominates (higher quality is better, lower latency is better), with
+    latency compared beyond the noise when ``ci`` names the rows' CI bound keys (see ``measurably_faster``).
+
+    Row ``j`` dominates row ``i`` when it is at least as good in quality, ``i`` is not measurably faster, and
+    ``j`` is better somewhere: higher quality or measurably faster. So a variant is starred only when its latency
+    beats every at-least-as-good candidate beyond the noise: a speed advantage inside the noise buys nothing.
+    Variants equal in quality whose CIs overlap are both on the front (a tie, as are identical numbers).
+    Without CIs this is the classic definition. Rows lacking a quality or a p50 never are on the front.
+    """
+    lo_key, hi_key = ci or ("", "")
+    pts = {i: (r[quality_key], (r[latency_key], r.get(lo_key), r.get(hi_key))) for i, r in enumerate(rows)
            if r.get(quality_key) is not None and r.get(latency_key) is not None}
-    front = set()
-    for i, (q, lat) in pts.items():
-        if not any(q2 >= q and l2 <= lat and (q2 > q or l2 < lat) for j, (q2, l2) in pts.items() if j != i):
-            front.add(i)
-    return front
+
+    def dominates(j: int, i: int) -> bool:
+        (qj, lj), (qi, li) = pts[j], pts[i]
+        return qj >= qi and not measurably_faster(li, lj) and (qj > qi or measurably_faster(lj, li))
+
+    return {i for i in pts if not any(dominates(j, i) for j in pts if j != i)}
 
 
 def choose_axes(rows: list[Row]) -> tuple[str, str | None]:
@@ -31,8 +63,8 @@ def choose_axes(rows: list[Row]) -> tuple[str, str | None]:
     cosine (synthetic data has no labels); p50 at the smallest batch size measured."""
     built = [r for r in rows if r["status"] in ("ok", "gate_failed")]
     has_acc = bool(built) and all(r.get("accuracy") is not None for r in built)
-    lat_cols = sorted((k for k in (rows[0] if rows else {}) if k.startswith("p50_ms_bs")),
-                      key=lambda k: int(k[len("p50_ms_bs"):]) if k[len("p50_ms_bs"):].isdigit() else 1 << 30)
+    lat_cols = sorted((k for k in (rows[0] if rows else {}) if k.startswith(LAT_PREFIX)),
+                      key=lambda k: int(k[len(LAT_PREFIX):]) if k[len(LAT_PREFIX):].isdigit() else 1 << 30)
     return ("accuracy" if has_acc else "cosine_mean"), (lat_cols[0] if lat_cols else None)
 
 
@@ -59,12 +91,41 @@ def short_labels(rows: list[Row]) -> list[str]:
             for r, kv in zip(rows, parsed)]
 
 
+def reference_points(rows: list[Row], quality_key: str, latency_key: str | None
+                     ) -> list[tuple[float, float | None, float | None, float]]:
+    """Distinct (p50, ci_lo, ci_hi, quality) of the reference (FP32) variant over the built jobs, quality in the
+    plot's units (accuracy in %, cosine 1.0: the reference's outputs against themselves).
+
+    Jobs that share the reference measurement (through the cache) give one point; jobs with different models
+    or machines give one each.
+    """
+    if not latency_key:
+        return []
+    lo_key, hi_key = ci_keys(latency_key)
+    points = []
+    for r in rows:
+        if r["status"] not in ("ok", "gate_failed") or r.get(ref_key(latency_key)) is None:
+            continue
+        quality = (None if r.get("accuracy_fp32") is None else r["accuracy_fp32"] * 100) \
+            if quality_key == "accuracy" else 1.0
+        if quality is not None:
+            points.append((r[ref_key(latency_key)], r.get(ref_key(lo_key)), r.get(ref_key(hi_key)), quality))
+    return list(dict.fromkeys(points))
+
+
+def _xerr(points: list[tuple[float, float | None, float | None]]) -> list[list[float]]:
+    # Asymmetric bars: the median's CI is not centred on it (latency has a long right tail).
+    return [[max(0.0, x - lo) if lo is not None else 0.0 for x, lo, _ in points],
+            [max(0.0, hi - x) if hi is not None else 0.0 for x, _, hi in points]]
+
+
 def plot_pareto(rows: list[Row], front: set[int], quality_key: str, latency_key: str | None,
                 path: Path) -> None:
     """Write a PNG scatter of quality vs p50 latency of each row's variant; marker area follows its model size.
 
-    Pareto-optimal variants are highlighted, joined by a step line and labelled with the overrides that
-    differ between variants; gate-failed variants are drawn hollow; failed and missing ones are left out.
+    Horizontal bars are the p50's 95% confidence interval. Pareto-optimal variants are highlighted, joined by
+    a step line and labelled with the overrides that differ between variants; gate-failed variants are drawn
+    hollow; failed and missing ones are left out. The reference (FP32) is a black diamond of its own.
     """
     import matplotlib
 
@@ -101,6 +162,18 @@ def plot_pareto(rows: list[Row], front: set[int], quality_key: str, latency_key:
         if members:
             ax.scatter([xy(i)[0] for i in members], [xy(i)[1] for i in members],
                        s=[area(i) for i in members], label=name, **style)
+    lo_key, hi_key = ci_keys(latency_key) if latency_key else ("", "")
+    with_ci = [i for i in idx if rows[i].get(lo_key) is not None and rows[i].get(hi_key) is not None]
+    if with_ci:
+        ax.errorbar([xy(i)[0] for i in with_ci], [xy(i)[1] for i in with_ci],
+                    xerr=_xerr([(xy(i)[0], rows[i][lo_key], rows[i][hi_key]) for i in with_ci]),
+                    fmt="none", ecolor="0.15", elinewidth=1.2, capsize=3, zorder=3.5)
+    refs = reference_points(rows, quality_key, latency_key)
+    if refs:
+        ax.errorbar([p[0] for p in refs], [p[3] for p in refs], xerr=_xerr([p[:3] for p in refs]), fmt="D",
+                    color="black", ms=7, elinewidth=1, capsize=3, zorder=4, label="FP32 reference")
+        for x, _, _, y in refs:
+            ax.annotate("FP32", (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8, zorder=5)
     on_front = sorted((i for i in idx if i in front), key=lambda i: xy(i))
     if len(on_front) > 1:
         # A step: for any latency budget, the best quality reachable is that of the last front point left of it.
@@ -126,7 +199,7 @@ def plot_pareto(rows: list[Row], front: set[int], quality_key: str, latency_key:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.15, y=0.2)
-    if idx:
+    if idx or refs:
         leg = ax.legend(loc="lower right", fontsize=8, markerscale=0.6,
                         title=f"marker area ∝ model size (max {biggest / 1024:.0f} KiB)", title_fontsize=8)
         leg.set_zorder(4)

@@ -18,13 +18,13 @@ from typing import Any, Callable
 from hydra.experimental.callback import Callback
 
 from ..errors import QcompileError
-from .pareto import choose_axes, pareto_front, quality_label, short_labels
+from .pareto import LAT_PREFIX, choose_axes, ci_keys, pareto_front, quality_label, ref_key, short_labels
 
 # Worst exit code among the jobs of the last sweep this process ran (0 when all built); the CLI returns it.
 LAST_SWEEP_EXIT_CODE = 0
 
 Row = dict[str, Any]
-_LAT_PREFIX = "p50_ms_bs"
+_LAT_PREFIX = LAT_PREFIX
 _TEXT_COLUMNS = ("overrides", "status", "build_id", "variant", "steps_ran", "pareto")
 
 
@@ -95,7 +95,12 @@ def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any]]:
         "error": (str(error).strip().splitlines() or [""])[0][:200],
         "steps_ran": " ".join(s.get("name", "?") for s in (_get(report, "steps") or []) if s.get("status") == "ran"),
     }
-    latency = {str(bs): _get(lat, "p50") for bs, lat in (measured.get("latency_ms") or {}).items()}
+    latency: dict[str, dict[str, Any]] = {}
+    for name, prefix in ((variant, ""), (ref, "ref_")):
+        for bs, lat in (_get(report, "metrics", name, "latency_ms") or {}).items():
+            ci = _get(lat, "p50_ci") or [None, None]
+            latency.setdefault(str(bs), {}).update({f"{prefix}p50": _get(lat, "p50"), f"{prefix}lo": ci[0],
+                                                     f"{prefix}hi": ci[1]})
     return row, latency
 
 
@@ -109,9 +114,11 @@ def _variants(report: dict | None) -> tuple[str, str | None]:
 def collect_sweep(sweep_dir: Path) -> list[Row]:
     """One row per job folder of a Hydra multirun, in job order.
 
-    Every row has the same keys, one ``p50_ms_bs<N>`` column per batch size seen in any job (None where a job
-    has no figure), so the rows can go straight into a table. ``status`` is ``ok``, ``gate_failed``,
-    ``failed`` or ``missing`` (a folder with neither report.json nor failure.json: the job never finished).
+    Every row has the same keys, so the rows can go straight into a table: per batch size seen in any job,
+    ``p50_ms_bs<N>`` with its 95% CI bounds ``p50_ci_lo_ms_bs<N>`` / ``p50_ci_hi_ms_bs<N>``, then the same for
+    the job's reference (FP32) prefixed ``ref_`` (None where a job has no figure, or its report no CI).
+    ``status`` is ``ok``, ``gate_failed``, ``failed`` or ``missing`` (a folder with neither report.json nor
+    failure.json: the job never finished).
     """
     sweep_dir = Path(sweep_dir)
     jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
@@ -123,7 +130,14 @@ def collect_sweep(sweep_dir: Path) -> list[Row]:
         # Latency columns sit before the size, keeping the per-job measurements together.
         items = list(row.items())
         at = list(row).index("size_bytes")
-        rows.append(dict(items[:at] + [(f"{_LAT_PREFIX}{b}", lat.get(b)) for b in batch_sizes] + items[at:]))
+        cols = []
+        for ref in (False, True):
+            for b in batch_sizes:
+                p50_key = f"{_LAT_PREFIX}{b}"
+                got = lat.get(b, {})
+                for key, field in zip((p50_key, *ci_keys(p50_key)), ("p50", "lo", "hi")):
+                    cols.append((ref_key(key), got.get(f"ref_{field}")) if ref else (key, got.get(field)))
+        rows.append(dict(items[:at] + cols + items[at:]))
     return rows
 
 
@@ -150,7 +164,7 @@ def _md_cell(key: str, v: Any) -> str:
         return f"{v:.5f}"
     if key == "size_bytes":
         return f"{v / 2**20:.1f} MiB" if v >= 2**20 else f"{v / 1024:.1f} KiB"
-    if key.startswith(_LAT_PREFIX):
+    if "_ms_bs" in key:  # a p50 or a CI bound, in ms
         return f"{v:.4g}"
     return str(v).replace("|", "\\|").replace("\n", " ")
 
@@ -163,14 +177,26 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
              + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n or s == "ok") + ".", "",
              f"Quality axis: **{quality_label(quality_key)}**; latency axis: each row's variant's p50 at batch "
              f"{latency_key[len(_LAT_PREFIX):] if latency_key else '–'}. ★ marks the Pareto-optimal variants "
-             "(no other variant is both as good and as fast); gate-failed variants are not candidates.", ""]
-    table_cols = [c for c in columns if c != "error"]
-    headers = [f"{c} (quality)" if c == quality_key else c for c in table_cols]
+             "(no other variant is at least as good in quality, not measurably slower, and either better in "
+             "quality or measurably faster; latencies are compared by their 95% confidence intervals, so a "
+             "difference inside the noise counts as none); gate-failed variants are not candidates. "
+             "`ref_` columns are each job's reference (FP32).", ""]
+    # A CI is one column here, "[lo, hi]" under p50_ci_ms_bs<N>; the CSV keeps its bounds apart for machines.
+    table_cols = [c for c in columns if c != "error" and "_ci_hi_" not in c]
+    headers = [f"{c} (quality)" if c == quality_key else c.replace("_ci_lo_", "_ci_") for c in table_cols]
     lines += ["| " + " | ".join(headers) + " |",
               "|" + "|".join("---" if c in _TEXT_COLUMNS else "---:" for c in table_cols) + "|"]
+
+    def cell(r: Row, c: str) -> str:
+        if c == "pareto":
+            return "★" if r["pareto"] else ""
+        if "_ci_lo_" in c:
+            lo, hi = r.get(c), r.get(c.replace("_ci_lo_", "_ci_hi_"))
+            return "–" if lo is None or hi is None else f"[{_md_cell(c, lo)}, {_md_cell(c, hi)}]"
+        return _md_cell(c, r.get(c))
+
     for r in rows:
-        cells = ["★" if c == "pareto" and r["pareto"] else ("" if c == "pareto" else _md_cell(c, r.get(c)))
-                 for c in table_cols]
+        cells = [cell(r, c) for c in table_cols]
         cells = [f"`{x}`" if c == "build_id" and x != "–" else x for c, x in zip(table_cols, cells)]
         lines.append("| " + " | ".join(cells) + " |")
     failures = [r for r in rows if r["status"] != "ok"]
@@ -188,7 +214,8 @@ def _build(sweep_dir: Path) -> tuple[dict[str, Path], list[Row], str, str | None
     quality_key, latency_key = choose_axes(rows)
     # Only variants that passed their gates are candidates: a rejected build is not a deployment option.
     ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
-    front = {ok[j] for j in pareto_front([rows[i] for i in ok], quality_key, latency_key)} if latency_key else set()
+    front = ({ok[j] for j in pareto_front([rows[i] for i in ok], quality_key, latency_key, ci_keys(latency_key))}
+             if latency_key else set())
     for i, r in enumerate(rows):
         r["pareto"] = i in front
     columns = ["job", "pareto"] + [k for k in (rows[0] if rows else {}) if k not in ("job", "pareto")]

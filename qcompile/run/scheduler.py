@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from ..cache import ActionRecord, Cache
 from ..cache.keys import digest_json, env_fingerprint
+from ..cache.lease import Lease
 from ..cache.store import rmtree_quiet
 from ..errors import QcompileError
 from ..graph import Node, Plan, StepOutcome
@@ -33,8 +34,11 @@ def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: C
     """Everything that can change a node's output, as a JSON-able dict (its digest is the key)."""
     params = node.params.model_dump(mode="json")
     for name in step.file_fields:
-        if params.get(name):
-            params[name] = "sha256:" + cache.memo.digest(Path(params[name]))
+        value = params.get(name)
+        if isinstance(value, list):  # several files (an ONNX model's external data)
+            params[name] = ["sha256:" + cache.memo.digest(Path(v)) for v in value]
+        elif value:
+            params[name] = "sha256:" + cache.memo.digest(Path(value))
     return {
         "key_schema": KEY_SCHEMA,
         "kind": step.kind,
@@ -69,7 +73,7 @@ def peek(plan: Plan, cache: Cache) -> list[StepOutcome]:
             done[node.name] = StepOutcome(node.name, node.kind, None, "pending")
             continue
         key = digest_json(key_material(node, step, digests, cache))
-        rec = cache.lookup(key, verify=False)
+        rec = cache.lookup(key, verify=False, outputs=step.outputs)
         out = StepOutcome(node.name, node.kind, key, "cached" if rec else "will run", inputs=digests)
         if rec:
             out.outputs, out.result = rec.outputs, rec.result
@@ -77,14 +81,33 @@ def peek(plan: Plan, cache: Cache) -> list[StepOutcome]:
     return list(done.values())
 
 
-def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[StepOutcome]:
+def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None, remeasure: bool = False) -> list[StepOutcome]:
     """Build every node; return outcomes in execution order.
+
+    ``remeasure`` re-runs the host-dependent steps (measurements) even when cached and records the new
+    measurement in place of the old; a record made by another build since this one started is reused, so
+    parallel sweep workers time a shared variant once.
 
     ``QcompileError`` from a step (bad input) is recorded as a failure and re-raised after cleaning up, so
     nothing half-done reaches the cache. Gate failures do not stop the build: they are collected on the
     outcome and the caller decides the exit code once the report is written.
     """
-    reporter = reporter or Reporter(quiet=True)
+    # The lease tells `cache gc` which records and blobs this build uses, so it does not delete them mid-build.
+    with cache.lease() as lease:
+        written: list[str] = []
+        try:
+            return _execute(plan, cache, reporter or Reporter(quiet=True), lease, remeasure, written)
+        except QcompileError as e:
+            if e.exit_code == 2:
+                # Bad input found mid-build (a model that cannot take the shapes, labels out of range): a build
+                # that exits 2 leaves nothing in the cache, so undo what this one wrote.
+                cache.forget(written)
+            raise
+
+
+def _execute(plan: Plan, cache: Cache, reporter: Reporter, lease: Lease, remeasure: bool,
+             written: list[str]) -> list[StepOutcome]:
+    started = time.time()  # the clock ActionRecord.created uses
     _preflight(plan, cache)
     done: dict[str, StepOutcome] = {}
     for node in plan.order():
@@ -96,11 +119,15 @@ def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[
         outcome = StepOutcome(node.name, node.kind, key, "cached", inputs=digests, env=material["env"])
         done[node.name] = outcome
         t0 = time.perf_counter()
-        rec = cache.lookup(key)
+        lease.hold(key)  # before the lookup: a gc that starts now sees the key as in use
+        stale = remeasure and step.host_dependent  # the cached measurement is not wanted, only a new one
+        rec = None if stale else cache.lookup(key, outputs=step.outputs)
         if rec is None:
             with _locked(cache, key, node, reporter):
                 # Another process may have finished this key while we waited for the lock.
-                rec = cache.lookup(key)
+                rec = cache.lookup(key, outputs=step.outputs)
+                if stale and rec is not None and rec.created < started:
+                    rec = None
                 if rec is None:
                     reporter.start(node)
                     names = {slot: get_step(plan.node(ref.node).kind).outputs[ref.output]
@@ -109,6 +136,7 @@ def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None) -> list[
                     # time their benchmarks against each other.
                     with _host_lock() if step.host_dependent else nullcontext():
                         rec = _run(node, step, key, digests, names, cache, reporter, outcome)
+                        written.append(key)
                     outcome.status = "ran"
         else:
             cache.touch(key)
@@ -127,13 +155,14 @@ def _preflight(plan: Plan, cache: Cache) -> None:
         if node.inputs:
             continue
         step = get_step(node.kind)
-        if cache.lookup(digest_json(key_material(node, step, {}, cache)), verify=False) is None:
+        if cache.lookup(digest_json(key_material(node, step, {}, cache)), verify=False, outputs=step.outputs) is None:
             step.preflight(node.params)
 
 
 def _host_lock() -> FileLock:
     """A lock local to this machine (not in the cache, which a cluster may share across machines)."""
-    return FileLock(os.path.join(tempfile.gettempdir(), "qcompile-measurement.lock"))
+    # mode 0o666: the first user to take it creates the file, and every other user of the machine must open it too.
+    return FileLock(os.path.join(tempfile.gettempdir(), "qcompile-measurement.lock"), mode=0o666)
 
 
 @contextmanager
@@ -196,7 +225,8 @@ def _run(node: Node, step: Step, key: str, digests: dict[str, str], names: dict[
         outcome.status = "failed"
         outcome.error = str(e) if isinstance(e, QcompileError) else traceback.format_exc(limit=3)
         if not isinstance(e, KeyboardInterrupt):
-            cache.record_failure(key, step.kind, outcome.error)
+            # The whole trace, also for bad input: `qcompile cache ls --failed` is where a user finds it.
+            cache.record_failure(key, step.kind, traceback.format_exc())
         raise
     finally:
         rmtree_quiet(workdir)

@@ -1,22 +1,132 @@
-"""Latency of one model variant on the target, per batch size (p50/p90/p99), fed with real evaluation samples."""
+"""Latency of one model variant on the target, per batch size, with a confidence interval on the median.
+
+Each batch size is timed until the 95% confidence interval of its p50 is narrow enough (``ci_width``, relative
+to the p50), with ``iterations`` as the minimum number of timed runs and ``max_seconds`` of timed runs as the
+budget for going beyond it. Whether the target was reached is recorded, as is the machine's load, since a busy
+machine is the usual reason it was not.
+"""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
+import math
+import os
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from pydantic import Field
 
 from ..errors import BadInput
 from .arrays import count, load_samples, session_fixed_batch
 from .base import Step, StepContext, StepParams, register
 from .ort_session import session
 
+Z95 = 1.959964  # two-sided 95% quantile of the standard normal
+# With fewer runs even [min, max] covers the median with less than 95% probability (1 - 2 * 0.5**n < 0.95 for
+# n < 6), so no interval from fewer runs can claim the target.
+MIN_RUNS_FOR_CI = 6
+
 
 class BenchmarkParams(StepParams):
+    """What to time (batch sizes, on which runtime) and how long: see ``measure``."""
+
     batch_sizes: list[int]
     warmup: int
     iterations: int
     runtime: dict[str, Any]
+    # Defaults match BenchSpec's, so a plan that does not pass them times to the recipe defaults.
+    ci_width: float = Field(0.05, gt=0, lt=1)
+    max_seconds: float = Field(10.0, gt=0)
+
+
+def median_ci_ranks(n: int, z: float = Z95) -> tuple[int, int]:
+    """1-based ranks (lo, hi) of the order statistics bounding a distribution-free CI for the median of ``n``
+    samples: ``n/2 - z*sqrt(n)/2`` rounded down and ``1 + n/2 + z*sqrt(n)/2`` rounded up, clamped to [1, n].
+
+    Rounding outwards keeps the coverage at or above the nominal level. For n = 100 this gives (40, 61).
+    """
+    if n < 1:
+        raise ValueError("need at least one sample")
+    half = z * math.sqrt(n) / 2
+    return max(1, math.floor(n / 2 - half)), min(n, math.ceil(1 + n / 2 + half))
+
+
+def median_ci(samples: Iterable[float], z: float = Z95) -> tuple[float, float]:
+    """(lo, hi): the distribution-free confidence interval of the median of ``samples`` (order statistics at
+    ``median_ci_ranks``); no assumption about the shape of the latency distribution, whose tail is long."""
+    import numpy as np
+
+    a = np.sort(np.asarray(list(samples), dtype=float))
+    lo, hi = median_ci_ranks(len(a), z)
+    return float(a[lo - 1]), float(a[hi - 1])
+
+
+def relative_half_width(p50: float, ci: tuple[float, float]) -> float:
+    """The larger distance from the p50 to either CI bound, as a fraction of the p50 (``inf`` when p50 <= 0).
+
+    The larger side, not the mean of both, so "within 5%" means the whole interval lies within p50 +- 5%.
+    """
+    if p50 <= 0:
+        return math.inf
+    return max(p50 - ci[0], ci[1] - p50) / p50
+
+
+@dataclass
+class Measurement:
+    """Timed runs of one batch size and whether their p50 CI met the target."""
+
+    times_ms: list[float]
+    ci_reached: bool
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """What latency.json keeps per batch size: p50/p90/p99/mean, p50_ci, runs, ci_reached (ms, rounded)."""
+        stats = percentiles(self.times_ms)
+        lo, hi = median_ci(self.times_ms)
+        return {**stats, "p50_ci": [round(lo, 4), round(hi, 4)], "runs": len(self.times_ms),
+                "ci_reached": self.ci_reached, "seconds": round(self.seconds, 3)}
+
+
+def measure(run_once: Callable[[], Any], min_runs: int, ci_width: float, max_seconds: float,
+            progress: Callable[[Iterator[int]], Iterable[int]] | None = None,
+            clock: Callable[[], float] = time.perf_counter) -> Measurement:
+    """Time ``run_once`` at least ``min_runs`` times, then until the p50's 95% CI is within +-``ci_width`` of
+    the p50 or ``max_seconds`` of timed runs have passed (``ci_reached`` is then False).
+
+    The minimum always runs in full, even past the budget: it is the number of runs the recipe asked for.
+    The CI is re-checked only when the run count has grown by 10%, so the sorting costs O(n log n) overall
+    rather than per run; the count overshoots the one that first met the target by at most that much.
+    """
+    times: list[float] = []
+    runs = itertools.count()
+    start = clock()
+    next_check = max(min_runs, MIN_RUNS_FOR_CI)
+    reached = False
+    for _ in (progress(runs) if progress else runs):
+        t0 = clock()
+        run_once()
+        t1 = clock()
+        times.append((t1 - t0) * 1e3)
+        n = len(times)
+        if n >= next_check:
+            next_check = max(n + 1, math.ceil(n * 1.1))
+            if relative_half_width(_p50(times), median_ci(times)) <= ci_width:
+                reached = True
+                break
+        if n >= min_runs and t1 - start >= max_seconds:
+            # Judge the runs made, not only those of the last check, so ci_reached agrees with the recorded CI.
+            reached = n >= MIN_RUNS_FOR_CI and relative_half_width(_p50(times), median_ci(times)) <= ci_width
+            break
+    return Measurement(times, reached, clock() - start)
+
+
+def _p50(times: list[float]) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(times), 50))
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -36,12 +146,21 @@ def feed_of(inputs: dict[str, Any], batch: int) -> dict[str, Any]:
     return {name: np.ascontiguousarray(x[idx]) for name, x in inputs.items()}
 
 
+def host_load() -> dict[str, Any]:
+    """The 1, 5 and 15 minute load averages (None where the OS has none) and the CPU count."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # Windows has no load average
+        load = None
+    return {"loadavg": load, "cpu_count": os.cpu_count()}
+
+
 @register
 class OrtBenchmark(Step):
     """Times one variant per batch size with the target's runtime; the CPU model is part of its key."""
 
     kind = "benchmark.ort"
-    version = 2  # 2: one variant per node, fed with evaluation samples
+    version = 3  # 2: one variant per node, fed with evaluation samples; 3: runs until the p50's CI is narrow
     Params = BenchmarkParams
     inputs = ("model", "data")
     outputs = {"latency": "latency.json"}
@@ -56,16 +175,24 @@ class OrtBenchmark(Step):
         if fixed and set(p.batch_sizes) != {fixed}:
             raise BadInput(f"the model's batch dimension is fixed at {fixed}; export it with a dynamic batch "
                            f"or set bench.batch_sizes=[{fixed}]", key="bench.batch_sizes")
+        before = host_load()
         result: dict[str, Any] = {}
         for bs in p.batch_sizes:
             feed = feed_of(inputs, bs)
             for _ in range(p.warmup):
                 sess.run(None, feed)
-            times = []
-            for _ in ctx.track(range(p.iterations), p.iterations, f"batch {bs}"):
-                t0 = time.perf_counter()
-                sess.run(None, feed)
-                times.append((time.perf_counter() - t0) * 1e3)
-            result[str(bs)] = percentiles(times)
+            m = measure(functools.partial(sess.run, None, feed), p.iterations, p.ci_width, p.max_seconds,
+                        progress=lambda it, bs=bs: ctx.track(it, None, f"batch {bs}"))
+            result[str(bs)] = m.summary()
+            if not m.ci_reached:
+                s = result[str(bs)]
+                width = relative_half_width(s["p50"], tuple(s["p50_ci"]))
+                load = f"1-minute load average {before['loadavg'][0]:.2f}" if before["loadavg"] else "load unknown"
+                ctx.note(f"batch {bs}: p50 {s['p50']} ms, 95% CI +-{width * 100:.1f}% after {s['runs']} runs in "
+                         f"{s['seconds']:.1f} s; the +-{p.ci_width * 100:g}% target was not reached within "
+                         f"bench.max_seconds={p.max_seconds:g} ({load} on {before['cpu_count']} CPUs)")
+        # Load before and after: a measurement taken while something else ran shows up as a high load.
+        result["host_load"] = {"loadavg_before": before["loadavg"], "loadavg_after": host_load()["loadavg"],
+                               "cpu_count": before["cpu_count"]}
         ctx.out("latency").write_text(json.dumps(result, indent=2))
         return result

@@ -112,6 +112,7 @@ class NpzParams(StepParams):
     x_key: str
     y_key: str | None
     inputs: tuple[TensorSpec, ...]
+    classes: int | None = None  # a classifier's class count: labels must fall in 0..classes-1
     eval_samples: int
     calib_samples: int
     seed: int
@@ -155,9 +156,13 @@ def _read_npz(p: NpzParams) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
             if key not in files:
                 raise BadInput(f"{p.path} has no array {key!r} (it has {sorted(files)})",
                                key="data.x_key" if len(keys) == 1 else "data.path")
-        xs = {name: f[key] for name, key in keys.items()}
-        y = f[p.y_key] if p.y_key and p.y_key in files else None
-    n = len(next(iter(xs.values())))
+        try:
+            xs = {name: f[key] for name, key in keys.items()}
+            y = f[p.y_key] if p.y_key and p.y_key in files else None
+        except (ValueError, OSError, EOFError) as e:  # object arrays (pickles), truncated members
+            raise BadInput(f"{p.path} holds an array numpy cannot load safely: {str(e)[:120]}",
+                           key="data.path") from None
+    n = len(next(iter(xs.values()))) if next(iter(xs.values())).ndim else 0
     if n == 0:
         raise BadInput(f"{p.path} holds no samples", key="data.path")
     need = p.eval_samples + p.calib_samples
@@ -178,6 +183,12 @@ def _read_npz(p: NpzParams) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
             raise BadInput(f"samples {keys[spec.name]!r} in {p.path} must be integers ({spec.dtype})",
                            key="data.path")
         xs[spec.name] = x.astype(spec.dtype)
+    if p.y_key and y is None:
+        raise BadInput(f"{p.path} has no labels {p.y_key!r} (it has {sorted(files)}); set data.y_key=null for "
+                       "unlabelled samples", key="data.y_key")
     if y is not None and (y.shape != (n,) or not np.issubdtype(y.dtype, np.integer)):
         raise BadInput(f"labels {p.y_key!r} in {p.path} must be one integer per sample", key="data.y_key")
+    if y is not None and p.classes is not None and (y.min() < 0 or y.max() >= p.classes):
+        raise BadInput(f"labels {p.y_key!r} in {p.path} run from {y.min()} to {y.max()}, but the model has "
+                       f"{p.classes} classes (0..{p.classes - 1})", key="data.y_key")
     return xs, y

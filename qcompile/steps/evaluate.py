@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import BadInput
 from ..signature import Signature
 from .arrays import count, load_samples, model_batches, save_samples, session_fixed_batch
 from .base import Step, StepContext, StepParams, register
@@ -24,7 +25,7 @@ class OrtEvaluate(Step):
     """Runs one variant over the evaluation samples with the target's runtime; writes outputs and scores."""
 
     kind = "evaluate.ort"
-    version = 2  # 2: one variant per node; outputs kept for compare
+    version = 3  # 2: one variant per node; outputs kept for compare; 3: non-finite outputs and labels checked
     Params = EvaluateParams
     inputs = ("model", "data")
     outputs = {"outputs": "outputs.npz", "metrics": "metrics.json"}
@@ -44,7 +45,14 @@ class OrtEvaluate(Step):
         outputs = {name: np.concatenate(p_) for name, p_ in zip(names, parts)}
         first = outputs[names[0]]
         if not np.isfinite(first).all():
-            ctx.note("the model's outputs hold NaN or inf on the evaluation samples")
+            bad = int((~np.isfinite(first)).any(axis=tuple(range(1, first.ndim))).sum()) if first.ndim > 1 else 1
+            raise BadInput(f"the model's output {names[0]!r} is NaN or infinite for {bad} of {count(inputs)} "
+                           "evaluation samples (damaged weights, or a scheme this model cannot take)", key="model")
+        if labels is not None and p.signature.task == "classification":
+            classes = int(np.prod(first.shape[1:]))
+            if labels.min() < 0 or labels.max() >= classes:
+                raise BadInput(f"evaluation labels run from {labels.min()} to {labels.max()}, but the model has "
+                               f"{classes} classes (0..{classes - 1})", key="data.y_key")
         # Samples keep their input names; outputs are saved the same way, keyed by output name.
         save_samples(ctx.out("outputs"), outputs)
         metrics = {"samples": count(inputs), "task": p.signature.task,

@@ -7,6 +7,7 @@ import io
 import warnings
 from typing import Any
 
+from ..errors import BadInput
 from ..signature import Signature
 from .base import Step, StepContext, StepParams, register
 
@@ -80,13 +81,19 @@ class ExportOnnx(Step):
         fixed = next((d for d in sig.inputs[0].shape[:1] if isinstance(d, int)), None)
         # An example batch of 2 for a dynamic batch: a batch of 1 lets the exporter specialise that axis to 1.
         example = example_inputs(sig, fixed or 2, seed=0)
+        _runs_in_torch(model, example, sig)
         kwargs: dict[str, Any] = {"dynamic_shapes": dynamic} if dynamic else {}
         path = ctx.out("model")
         log = io.StringIO()
         with warnings.catch_warnings(), contextlib.redirect_stdout(log):
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, example, str(path), dynamo=True, opset_version=p.opset, external_data=False,
-                              input_names=sig.input_names, output_names=[o.name for o in sig.outputs], **kwargs)
+            try:
+                torch.onnx.export(model, example, str(path), dynamo=True, opset_version=p.opset,
+                                  external_data=False, input_names=sig.input_names,
+                                  output_names=[o.name for o in sig.outputs], **kwargs)
+            except Exception as e:  # the exporter raises many types; the model ran in torch, so it is the model's
+                raise BadInput(f"torch.onnx.export cannot export this model: {_first_line(e)} (full trace: "
+                               "`qcompile cache ls --failed`)", key="model") from e
         proto = onnx.load(str(path))
         _strip_stack_traces(proto)
         onnx.save(proto, str(path))
@@ -107,6 +114,24 @@ class ExportOnnx(Step):
             raise ExportMismatch(f"ONNX output differs from torch by {diff:.2e} (> model.export.tolerance "
                                  f"{p.tolerance:.0e})")
         return {"opset": opset, "max_abs_diff": diff, "dynamic_batch": fixed is None}
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:240]
+
+
+def _runs_in_torch(model, example, sig: Signature) -> None:
+    """The model must run on the signature's example in torch before export; if not, the recipe's shapes are
+    wrong for this architecture (a ResNet given 8x8 images), which is bad input, not a qcompile bug."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(*example)
+    except Exception as e:  # any error from the user's architecture on these shapes
+        shapes = ", ".join(f"{s.name} {list(s.sample_shape)}" for s in sig.inputs)
+        raise BadInput(f"the model cannot run on inputs {shapes}: {_first_line(e)}", key="model.input_shape") from e
 
 
 def _strip_stack_traces(proto) -> None:

@@ -61,6 +61,11 @@ def embedding_fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
             "max_abs_diff": float(np.abs(_rows(ref) - _rows(out)).max())}
 
 
+# What each task can measure: scores need labels; fidelity needs only the reference's outputs.
+MEASURES = {"classification": ({"top1", "top5"}, {"top1_agreement", "top5_overlap", "cosine_mean", "cosine_min",
+                                                  "max_abs_diff"}),
+            "embedding": (set(), {"cosine_mean", "cosine_min", "max_abs_diff"})}
+
 # task -> (scores against labels or None, fidelity to the reference)
 TASKS: dict[str, tuple[Callable[..., dict[str, float]] | None, Callable[..., dict[str, float]]]] = {
     "classification": (classification_scores, classification_fidelity),

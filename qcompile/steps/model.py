@@ -137,6 +137,7 @@ class TrainMnistCnn(Step):
 
 class OnnxFileParams(StepParams):
     path: Path
+    external: tuple[Path, ...] = ()  # external data files the model names: keyed by content like the model
     signature: Signature
 
 
@@ -149,7 +150,7 @@ class OnnxFile(Step):
     Params = OnnxFileParams
     outputs = {"model": "model.onnx"}
     libraries = ("onnx",)
-    file_fields = ("path",)
+    file_fields = ("path", "external")
 
     def preflight(self, p: OnnxFileParams) -> None:
         self._load(p)

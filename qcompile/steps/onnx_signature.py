@@ -29,17 +29,41 @@ def _spec(value_info, key: str, path: Path) -> TensorSpec:
     return TensorSpec(name=value_info.name, dtype=dtype, shape=tuple(dims))
 
 
-def read_signature(path: Path, task: str = "classification", key: str = "model.path") -> Signature:
-    """The signature of the ONNX file at ``path``; an unreadable file is bad input naming ``key``."""
+def _load(path: Path, key: str):
     import onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises several types for a damaged file
         msg = " ".join(str(e).split())[:200] or type(e).__name__
         raise BadInput(f"{path} is not a valid ONNX model: {msg}", key=key) from None
+
+
+def _external_files(model, path: Path, key: str) -> tuple[Path, ...]:
+    names = set()
+    for t in [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]:
+        if t.data_location == 1:  # TensorProto.EXTERNAL
+            names |= {e.value for e in t.external_data if e.key == "location"}
+    files = []
+    for name in sorted(names):
+        p = (path.parent / name).resolve()
+        if not p.is_file():
+            raise BadInput(f"{path.name} keeps its weights in {name!r}, which is not beside it ({p})", key=key)
+        files.append(p)
+    return tuple(files)
+
+
+def inspect_onnx(path: Path, task: str = "classification",
+                 key: str = "model.path") -> tuple[Signature, tuple[Path, ...]]:
+    """The signature of the ONNX file at ``path`` and the external data files it names (``model.onnx.data``...,
+    resolved beside it); an unreadable file is bad input naming ``key``.
+
+    External files hold the weights of models saved with external data (torch.onnx.export's default): the cache
+    key must cover them, or a retrained model with the same graph file would be a stale hit.
+    """
+    model = _load(path, key)
     inputs = tuple(_spec(i, key, path) for i in graph_inputs(model))
     outputs = tuple(_spec(o, key, path) for o in model.graph.output)
     if not inputs or not outputs:
         raise BadInput(f"{path} has no inputs or no outputs", key=key)
-    return Signature(inputs=inputs, outputs=outputs, task=task)
+    return Signature(inputs=inputs, outputs=outputs, task=task), _external_files(model, path, key)

@@ -57,3 +57,4 @@ class DigitsSection(SplitData):
         b.add(Node("data", DigitsStep.kind, image_split_params(self, b, DIGITS_SIZE, "digits")))
         for split in ("train", "calib", "eval"):
             b.provide(f"samples.{split}", Ref("data", split), self)
+        b.provide("samples.labels", True, self)

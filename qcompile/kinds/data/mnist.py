@@ -30,3 +30,4 @@ class MnistData(SplitData):
         b.add(Node("data", steps.MnistData.kind, params))
         for split in ("train", "calib", "eval"):
             b.provide(f"samples.{split}", Ref("data", split), self)
+        b.provide("samples.labels", True, self)

@@ -31,3 +31,4 @@ class SyntheticData(SplitData):
                                          calib_samples=self.calib_samples(b), seed=self.seed)))
         b.provide("samples.calib", Ref("data", "calib"), self)
         b.provide("samples.eval", Ref("data", "eval"), self)
+        b.provide("samples.labels", False, self)

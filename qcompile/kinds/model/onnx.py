@@ -27,9 +27,10 @@ class OnnxModel(Kind):
     normalize: Normalize | None = Field(None, description="input normalisation, for the deployment bundle")
 
     def declare(self, b) -> None:
-        from ...steps.onnx_signature import read_signature
+        from ...steps.onnx_signature import inspect_onnx
 
-        sig = read_signature(self.path, self.task)
+        sig, external = inspect_onnx(self.path, self.task)
+        b.provide("onnx.external_files", external, self)
         if self.input_shape is not None:
             sig = self._with_shape(sig, tuple(self.input_shape))
         b.provide("signature", sig, self)
@@ -50,6 +51,7 @@ class OnnxModel(Kind):
 
     def compile(self, b) -> None:
         b.add(Node("model", steps.OnnxFile.kind,
-                   steps.OnnxFileParams(path=self.path, signature=b.need("signature", self)),
+                   steps.OnnxFileParams(path=self.path, external=b.need("onnx.external_files", self),
+                                        signature=b.need("signature", self)),
                    publish={"model": "model.fp32.onnx"}))
         b.provide("onnx.fp32", Ref("model", "model"), self)

@@ -1,0 +1,28 @@
+"""Hydra callbacks of ``qcompile build`` (named in recipes/base.yaml).
+
+They live here, not in ``qcompile.build``, because the package ``qcompile`` exports the function ``build``,
+which hides the subpackage of that name from Hydra's ``_target_`` lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from .build.rundir import claim
+from .errors import BadInput
+
+
+class RunDirClaim(Callback):
+    """Hydra callback: claim a single run's folder before Hydra writes its ``.hydra/`` records there."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        """Claim ``hydra.run.dir``; on a conflict print one line and exit 2 before anything is written."""
+        try:
+            claim(str(config.hydra.run.dir))
+        except BadInput as e:
+            import sys
+
+            print(f"qcompile: bad input: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
