@@ -56,10 +56,6 @@ class Builder:
             raise RuntimeError(f"port {port!r} provided twice ({self._ports[port][1]} and {_label(by)})")
         self._ports[port] = (value, _label(by))
 
-    def has(self, port: str) -> bool:
-        """True when some section provided ``port``."""
-        return port in self._ports
-
     def get(self, port: str, default: Any = None) -> Any:
         """The value of ``port``, or ``default`` when nobody provided it."""
         return self._ports[port][0] if port in self._ports else default
