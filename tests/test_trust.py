@@ -331,3 +331,15 @@ def test_readme_python_example_runs_twice(demo, shared_cache, tmp_path):
                               timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "qcompile-out" / "demo").iterdir())) == 2
+
+
+def test_after_a_run_of_bad_inputs_the_next_good_build_succeeds(cache_dir, tmp_path):
+    """Bad recipes, files and shapes one after another into one cache: each rejected cleanly, then a good build."""
+    args = tiny_recipes(tmp_path, y=labels())
+    for extra in (["quant.calibration.samples=0"], ["+quant.bogus=1"], ["data.y_key=nope"],
+                  ["model.input_shape=[3,28,28]"], ["eval.min_cosine=nan"]):
+        proc = run_cli("build", *args, *extra, cache=cache_dir, cwd=tmp_path)
+        bad(proc, cache=cache_dir)
+    ok = run_cli("build", *args, "hydra.run.dir=good", cache=cache_dir, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert {s["status"] for s in report(tmp_path / "good")["steps"]} == {"ran"}
