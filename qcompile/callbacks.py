@@ -15,14 +15,22 @@ from .errors import BadInput
 
 
 class RunDirClaim(Callback):
-    """Hydra callback: claim a single run's folder before Hydra writes its ``.hydra/`` records there."""
+    """Hydra callback: claim a single run's folder, or a sweep's folder, before Hydra writes anything there."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         """Claim ``hydra.run.dir``; on a conflict print one line and exit 2 before anything is written."""
-        try:
-            claim(str(config.hydra.run.dir))
-        except BadInput as e:
-            import sys
+        _claim_or_exit(str(config.hydra.run.dir))
 
-            print(f"qcompile: bad input: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """Claim ``hydra.sweep.dir``: a second sweep into it would rewrite its jobs' ``.hydra/`` records."""
+        _claim_or_exit(str(config.hydra.sweep.dir))
+
+
+def _claim_or_exit(folder: str) -> None:
+    try:
+        claim(folder)
+    except BadInput as e:
+        import sys
+
+        print(f"qcompile: bad input: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -343,3 +343,16 @@ def test_after_a_run_of_bad_inputs_the_next_good_build_succeeds(cache_dir, tmp_p
     ok = run_cli("build", *args, "hydra.run.dir=good", cache=cache_dir, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert {s["status"] for s in report(tmp_path / "good")["steps"]} == {"ran"}
+
+
+def test_a_second_sweep_into_a_used_sweep_folder_changes_nothing(cache_dir, tmp_path):
+    args = tiny_recipes(tmp_path, y=labels())
+    sweep = tmp_path / "sweep"
+    first = run_cli("build", *args, "-m", "quant.per_channel=true,false", f"hydra.sweep.dir={sweep}",
+                    cache=cache_dir, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    again = run_cli("build", *args, "-m", "quant.format=qoperator,qdq", f"hydra.sweep.dir={sweep}",
+                    cache=cache_dir, cwd=tmp_path)
+    bad(again, "is claimed by another build")
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
