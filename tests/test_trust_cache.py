@@ -322,3 +322,17 @@ def test_gc_during_a_build_does_not_break_it(tmp_path):
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert all(cache.lookup(s["key"]) is not None for s in report["steps"])
     assert cache.lookup(K1) is None and not cache.blobs.has(stale)
+
+
+def test_forget_keeps_what_another_running_build_holds(tmp_path):
+    """Undoing a rejected build never pulls a record from under a parallel worker that uses it."""
+    mine, theirs = Cache(tmp_path / "c"), Cache(tmp_path / "c")
+    shared = _blob(mine, tmp_path, b"shared data" * 100)
+    own = _blob(mine, tmp_path, b"only mine" * 100)
+    _record(mine, K1, {"data": shared})
+    _record(mine, K2, {"model": own})
+    with theirs.lease() as other, mine.lease():
+        other.hold(K1)
+        mine.forget([K1, K2])
+    assert mine.lookup(K1) is not None and mine.blobs.has(shared), "held by the other build: kept"
+    assert mine.lookup(K2) is None and not mine.blobs.has(own), "only this build's: removed with its blob"

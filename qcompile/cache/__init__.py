@@ -201,20 +201,28 @@ class Cache:
         self.action_path(key).unlink(missing_ok=True)
 
     def forget(self, keys: list[str]) -> None:
-        """Remove the records of ``keys`` and the blobs only they referenced (undoing a rejected build)."""
+        """Remove the records of ``keys`` and the blobs only they referenced (undoing a rejected build).
+
+        Keys another running build holds stay: a parallel sweep worker may already be using what this one wrote.
+        """
         if not keys:
             return
+        from .lease import read_leases
+
+        live, _ = read_leases(self.root / "leases")
+        own = self._lease.path if self._lease is not None else None
+        others = set().union(*(lease.keys for lease in live if lease.path != own))
         doomed = {}
-        for key in keys:
+        for key in (k for k in keys if k not in others):
             rec = self.lookup(key, verify=False)
             if rec is not None:
                 doomed[key] = set(rec.outputs.values())
             self.remove_action(key)
         if not doomed:
             return
-        live = {d for rec in self.iter_actions() for d in rec.outputs.values()}
-        live |= {entry.get("lock") for _, entry in self.iter_builds()}
-        for digest in set().union(*doomed.values()) - live:
+        referenced = {d for rec in self.iter_actions() for d in rec.outputs.values()}
+        referenced |= {entry.get("lock") for _, entry in self.iter_builds()}
+        for digest in set().union(*doomed.values()) - referenced:
             self.blobs.remove(digest)
 
     # ------------------------------------------------------------------ builds (lockfiles by build id)
