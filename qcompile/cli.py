@@ -297,7 +297,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
     elif args.action == "gc":
         if args.older_than is None and args.max_size is None and not args.tmp_only:
             raise BadInput("say what to collect: --older-than DAYS and/or --max-size SIZE (or --tmp-only)")
-        res = manage.gc(cache, args.older_than, manage.parse_size(args.max_size) if args.max_size else None,
+        try:
+            max_bytes = manage.parse_size(args.max_size) if args.max_size else None
+        except ValueError:
+            raise BadInput(f"{args.max_size!r} is not a size (e.g. 500MB, 20GB, 1.5GiB)", key="--max-size") from None
+        res = manage.gc(cache, args.older_than, max_bytes,
                         include_kept=args.include_kept, dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         out.print(f"{verb} {res.removed_records} records, {res.removed_blobs} blobs ({res.freed_bytes:,} B), "

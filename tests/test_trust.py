@@ -356,3 +356,37 @@ def test_a_second_sweep_into_a_used_sweep_folder_changes_nothing(cache_dir, tmp_
                     cache=cache_dir, cwd=tmp_path)
     bad(again, "is claimed by another build")
     assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+
+
+def test_image_data_for_an_onnx_model_needs_its_normalisation(cache_dir, tmp_path):
+    """Calibration and the bundle must normalise alike: no normalisation is assumed for the data alone."""
+    export_tiny_onnx(tmp_path / "model.onnx")
+    proc = run_cli("plan", "model=onnx", f"model.path={tmp_path / 'model.onnx'}", "data=digits",
+                   cache=cache_dir, cwd=tmp_path)
+    bad(proc, "model.normalize", cache=cache_dir)
+    ok = run_cli("plan", "model=onnx", f"model.path={tmp_path / 'model.onnx'}", "data=digits",
+                 "+model.normalize={scale: 0.00392156862745098, mean: [0.1307], std: [0.3081]}",
+                 cache=cache_dir, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, key", [
+    (["data=npz", "data.path=PATH", "data.y_key="], "data.y_key"),
+    (["cache", "gc", "--max-size", "5GBs"], "--max-size"),
+])
+def test_empty_label_key_and_bad_size_are_named(args, key, cache_dir, tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 28, 28), np.float32))
+    args = [a.replace("PATH", str(tmp_path / "d.npz")) for a in args]
+    proc = run_cli(*(args if args[0] == "cache" else ["plan", *args]), cache=cache_dir, cwd=tmp_path)
+    bad(proc, key)
+
+
+def test_claim_refuses_a_finished_build_even_in_the_process_that_made_it(tmp_path):
+    from qcompile.build.rundir import claim
+    from qcompile.errors import BadInput
+
+    claim(tmp_path / "out")
+    claim(tmp_path / "out")  # the same build claiming again (the Hydra callback, then build()) is fine
+    (tmp_path / "out" / "report.json").write_text("{}")
+    with pytest.raises(BadInput, match="already holds a build"):
+        claim(tmp_path / "out")

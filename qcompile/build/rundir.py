@@ -24,10 +24,10 @@ _claimed: dict[Path, bool] = {}  # folders this process claimed -> whether it cr
 def claim(out_dir: str | Path) -> None:
     """Claim ``out_dir`` for this process's build (idempotent within the process)."""
     out = Path(out_dir).resolve()
+    if (out / "report.json").exists():  # also when this process built it: a finished build is never replaced
+        raise BadInput(f"{out} already holds a build; choose another output directory")
     if out in _claimed:
         return
-    if (out / "report.json").exists():
-        raise BadInput(f"{out} already holds a build; choose another output directory")
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)

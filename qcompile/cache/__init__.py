@@ -211,7 +211,7 @@ class Cache:
 
         live, _ = read_leases(self.root / "leases")
         own = self._lease.path if self._lease is not None else None
-        others = set().union(*(lease.keys for lease in live if lease.path != own))
+        others = set().union(*(lease.keys for lease in live if lease.path != own)) | self._registered_keys()
         doomed = {}
         for key in (k for k in keys if k not in others):
             rec = self.lookup(key, verify=False)
@@ -224,6 +224,17 @@ class Cache:
         referenced |= {entry.get("lock") for _, entry in self.iter_builds()}
         for digest in set().union(*doomed.values()) - referenced:
             self.blobs.remove(digest)
+
+    def _registered_keys(self) -> set[str]:
+        """Keys that registered builds' lockfiles name: a finished build's artifacts must stay checkout-able."""
+        keys: set[str] = set()
+        for _, entry in self.iter_builds():
+            try:
+                lock = json.loads(self.blobs.path(entry["lock"]).read_text())
+                keys |= {node["key"] for node in lock["nodes"].values()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+        return keys
 
     # ------------------------------------------------------------------ builds (lockfiles by build id)
     def register_build(self, build_id: str, lockfile: Path) -> None:

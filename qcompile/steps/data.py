@@ -47,7 +47,7 @@ class ImageSplitParams(StepParams):
 
 def save_image_splits(ctx: StepContext, p: ImageSplitParams, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Normalise (N, C, H, W) pixels, split and write train / calib / eval; the step's result."""
-    x = normalise(x.astype(np.float32), p.scale, p.mean, p.std)
+    x = normalise(x.astype(np.float32), p.scale, p.mean, p.std).astype(p.input.dtype)
     eval_idx, pool, calib_idx = split(len(x), p.eval_samples, p.calib_samples, p.seed)
     name = p.input.name
     save_samples(ctx.out("train"), {name: x[pool]}, y[pool])
@@ -158,7 +158,7 @@ def _read_npz(p: NpzParams) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
                                key="data.x_key" if len(keys) == 1 else "data.path")
         try:
             xs = {name: f[key] for name, key in keys.items()}
-            y = f[p.y_key] if p.y_key and p.y_key in files else None
+            y = f[p.y_key] if p.y_key is not None and p.y_key in files else None
         except (ValueError, OSError, EOFError) as e:  # object arrays (pickles), truncated members
             raise BadInput(f"{p.path} holds an array numpy cannot load safely: {str(e)[:120]}",
                            key="data.path") from None
@@ -171,6 +171,9 @@ def _read_npz(p: NpzParams) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
                        f"quant.calibration.samples={p.calib_samples} need {need}", key="quant.calibration.samples")
     for spec in p.inputs:
         x = xs[spec.name]
+        if x.ndim == 0:
+            raise BadInput(f"array {keys[spec.name]!r} in {p.path} is a scalar, not one sample per row",
+                           key="data.path")
         want = spec.sample_shape
         if len(x) != n or len(x.shape[1:]) != len(want) or any(
                 isinstance(w, int) and w != d for w, d in zip(want, x.shape[1:])):
@@ -179,11 +182,11 @@ def _read_npz(p: NpzParams) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         if spec.is_float:
             if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
                 raise BadInput(f"samples {keys[spec.name]!r} in {p.path} must be finite floats", key="data.path")
-        elif not np.issubdtype(x.dtype, np.integer):
+        elif not (np.issubdtype(x.dtype, np.integer) or (spec.dtype == "bool" and x.dtype == np.bool_)):
             raise BadInput(f"samples {keys[spec.name]!r} in {p.path} must be integers ({spec.dtype})",
                            key="data.path")
         xs[spec.name] = x.astype(spec.dtype)
-    if p.y_key and y is None:
+    if p.y_key is not None and y is None:
         raise BadInput(f"{p.path} has no labels {p.y_key!r} (it has {sorted(files)}); set data.y_key=null for "
                        "unlabelled samples", key="data.y_key")
     if y is not None and (y.shape != (n,) or not np.issubdtype(y.dtype, np.integer)):

@@ -26,12 +26,24 @@ def image_split_params(section: SplitData, b, size: int, source: str) -> steps.I
     image = sig.single_image_input
     if image is None:
         raise BadInput(f"{source} are images; the model takes {sig.input_names}", key="data.kind")
+    if not all(isinstance(d, int) for d in image.sample_shape):
+        raise BadInput(f"{source} images need a concrete image size; the model's input {image.name!r} is "
+                       f"{list(image.sample_shape)} (set model.input_shape)", key="model.input_shape")
     if section.eval_samples >= size:
         raise BadInput(f"{source} has {size} samples; asked {section.eval_samples}", key="data.eval_samples")
     calib, left = section.calib_samples(b), size - section.eval_samples
     if calib > left:
         raise BadInput(f"asks {calib} but only {left} {source} samples are left after the {section.eval_samples} "
                        "held out for evaluation", key="quant.calibration.samples")
-    norm = b.get("preprocess") or {"scale": 1 / 255, "mean": [0.0], "std": [1.0]}
+    norm = b.get("preprocess")
+    if norm is None:
+        # The same normalisation must reach calibration and the bundle: never assume one for the data alone.
+        raise BadInput(f"{source} are images; say how the model normalises pixels (model.normalize: "
+                       "{scale, mean, std}) so calibration and the deployment bundle use the same",
+                       key="model.normalize")
+    channels = image.sample_shape[0]
+    if {len(norm["mean"]), len(norm["std"])} - {1, channels}:
+        raise BadInput(f"has {len(norm['mean'])} means and {len(norm['std'])} stds for a {channels}-channel input",
+                       key="model.normalize")
     return steps.ImageSplitParams(input=image, eval_samples=section.eval_samples, calib_samples=calib,
                                   seed=section.seed, scale=norm["scale"], mean=norm["mean"], std=norm["std"])

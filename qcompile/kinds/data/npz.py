@@ -25,8 +25,9 @@ class NpzData(SplitData):
 
     kind: Literal["npz"]
     path: UserFile
-    x_key: str = Field("x", description="the array of a single-input model; several inputs read one array per name")
-    y_key: str | None = Field("y", description="integer labels; the file must hold it (null: no labels)")
+    x_key: str = Field("x", min_length=1,
+                       description="the array of a single-input model; several inputs read one array per name")
+    y_key: str | None = Field("y", min_length=1, description="integer labels; the file must hold it (null: no labels)")
 
     def compile(self, b) -> None:
         sig = b.need("signature", self)
