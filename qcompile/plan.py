@@ -41,12 +41,15 @@ def _measure(b: Builder) -> None:
     problem = compare.unmeasurable_gate(gate, sig.task, b.need("samples.labels", "measure", "to know about labels"))
     if problem:
         raise BadInput(problem[1], key=f"eval.{problem[0]}")
+    # The target names its runtime's steps when they are not ONNX Runtime's (the same params either way).
+    kinds = {"evaluate": evaluate.OrtEvaluate.kind, "benchmark": benchmark.OrtBenchmark.kind,
+             **(b.get("runtime.steps") or {})}
     for v in b.variants:
-        b.add(Node(f"evaluate.{v.name}", evaluate.OrtEvaluate.kind,
+        b.add(Node(f"evaluate.{v.name}", kinds["evaluate"],
                    evaluate.EvaluateParams(signature=sig, batch_size=recipe.eval.batch_size, runtime=runtime),
                    inputs={"model": v.runs, "data": samples}, publish={"metrics": f"metrics.{v.name}.json"}))
         bench = recipe.bench
-        b.add(Node(f"benchmark.{v.name}", benchmark.OrtBenchmark.kind,
+        b.add(Node(f"benchmark.{v.name}", kinds["benchmark"],
                    benchmark.BenchmarkParams(batch_sizes=bench.batch_sizes, warmup=bench.warmup,
                                              iterations=bench.iterations, runtime=runtime,
                                              ci_width=bench.ci_width, max_seconds=bench.max_seconds),
@@ -72,8 +75,13 @@ def _measure(b: Builder) -> None:
 def _package(b: Builder) -> None:
     """The deployment bundle of the last variant (the quantized model; FP32 when no scheme made one)."""
     v = b.variants[-1]
+    # What the target adds for its device: the deployed file's name, side files (operator configs, the ONNX an
+    # engine came from), texts (a trtexec line) and app snippets.
+    extra = (b.get("bundle.files") or {}).get(v.name, {})
     b.add(Node("package", package.Bundle.kind,
                package.BundleParams(signature=b.need("signature", "package"), normalize=b.get("preprocess"),
                                     labels=b.get("labels"), variant=v.name, scheme=v.scheme,
-                                    runtime=b.need("runtime", "package")),
-               inputs={"model": v.runs}, publish={"bundle": "bundle.zip"}))
+                                    runtime=b.need("runtime", "package"),
+                                    model_file=extra.get("model_file", "model.onnx"),
+                                    texts=extra.get("texts", {}), app_snippets=extra.get("app_snippets", False)),
+               inputs={"model": v.runs, **extra.get("files", {})}, publish={"bundle": "bundle.zip"}))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..signature import Signature
+from .snippets import snippet_files
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -36,15 +37,24 @@ def _entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 
 def write_bundle(dest: Path, model_bytes: bytes, signature: Signature, normalize: dict[str, Any] | None,
-                 labels: list[str] | None, model_info: dict[str, Any], runtime: dict[str, Any]) -> list[str]:
-    """Write the bundle zip to ``dest``; return the names of the files in it."""
-    files = {"model.onnx": model_bytes,
-             "preprocess.json": json.dumps(preprocess_spec(signature, normalize), indent=2).encode(),
-             "run.py": RUNNER.read_bytes()}
+                 labels: list[str] | None, model_info: dict[str, Any], runtime: dict[str, Any],
+                 model_file: str = "model.onnx", extra_files: dict[str, bytes] | None = None,
+                 app_snippets: bool = False) -> list[str]:
+    """Write the bundle zip to ``dest``; return the names of the files in it.
+
+    ``model_file`` names what the target runs (``model.ort``, ``model.engine``); ``extra_files`` are the
+    target's side files (operator configs, a trtexec line); ``app_snippets`` adds Kotlin and Swift code applying
+    preprocess.json's contract (for a single image input)."""
+    spec = preprocess_spec(signature, normalize)
+    files = {model_file: model_bytes,
+             "preprocess.json": json.dumps(spec, indent=2).encode(),
+             "run.py": RUNNER.read_bytes(), **(extra_files or {})}
+    if app_snippets:
+        files.update(snippet_files(spec))
     if labels:
         files["labels.json"] = json.dumps(labels, indent=1).encode()
     manifest = {
-        "model": {"file": "model.onnx", "inputs": signature.input_names,
+        "model": {"file": model_file, "inputs": signature.input_names,
                   "outputs": [t.name for t in signature.outputs], "task": signature.task, **model_info},
         "runtime": runtime,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},

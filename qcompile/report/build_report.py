@@ -112,6 +112,9 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
         "speedup_verdict": verdicts,
         "gates": gates,
         "notes": notes,
+        # A target's own facts: where latency was measured, mobile usability coverage per converted variant.
+        "measured_on": next((o.result["measured_on"] for o in outcomes if o.result.get("measured_on")), None),
+        "usability": {o.name: o.result["usability"] for o in outcomes if o.result.get("usability")},
         "artifacts": artifacts,
     }
 
@@ -158,6 +161,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     target = report["target"]
     lines += [f"Target: {target.get('kind')}" + "".join(f", {k} {target[k]}" for k in ("isa", "activation_type")
                                                         if k in target), ""]
+    if report.get("measured_on"):
+        lines += [f"Measured on {report['measured_on']}.", ""]
     lines += ["## Models", "", "| variant | size | top-1 | top-5 | " +
               " | ".join(f"p50 ms [95% CI] (bs {bs})" for bs in batches) + " |",
               "|---|---:|---:|---:|" + "---:|" * len(batches)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 _MODULES = ("data", "model", "export", "optimize", "calibrate", "quantize", "evaluate", "benchmark", "compare",
-            "package")
+            "package", "trt_check", "trt_engine", "trt_runtime", "ort_format")
 _loaded = False
 
 

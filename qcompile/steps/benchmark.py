@@ -168,9 +168,13 @@ class OrtBenchmark(Step):
     host_dependent = True
     deterministic = False
 
+    def open_session(self, path, runtime: dict[str, Any]):
+        """The session this step runs: ONNX Runtime (a target's own runtime step overrides it)."""
+        return session(path, runtime)
+
     def run(self, ctx: StepContext, p: BenchmarkParams) -> dict[str, Any]:
         inputs, _ = load_samples(ctx.inputs["data"])
-        sess = session(ctx.inputs["model"], p.runtime)
+        sess = self.open_session(ctx.inputs["model"], p.runtime)
         fixed = session_fixed_batch(sess)
         if fixed and set(p.batch_sizes) != {fixed}:
             raise BadInput(f"the model's batch dimension is fixed at {fixed}; export it with a dynamic batch "

@@ -31,11 +31,15 @@ class OrtEvaluate(Step):
     outputs = {"outputs": "outputs.npz", "metrics": "metrics.json"}
     libraries = ("onnxruntime", "numpy")
 
+    def open_session(self, path, runtime: dict[str, Any]):
+        """The session this step runs: ONNX Runtime (a target's own runtime step overrides it)."""
+        return session(path, runtime)
+
     def run(self, ctx: StepContext, p: EvaluateParams) -> dict[str, Any]:
         import numpy as np
 
         inputs, labels = load_samples(ctx.inputs["data"])
-        sess = session(ctx.inputs["model"], p.runtime)
+        sess = self.open_session(ctx.inputs["model"], p.runtime)
         names = [o.name for o in sess.get_outputs()]
         chunks = model_batches(inputs, p.batch_size, session_fixed_batch(sess))
         parts: list[list[Any]] = [[] for _ in names]

@@ -17,6 +17,10 @@ class BundleParams(StepParams):
     variant: str
     scheme: dict[str, Any]
     runtime: dict[str, Any]
+    # What the target deploys: the model file's name in the bundle, text files (a trtexec line), app snippets.
+    model_file: str = "model.onnx"
+    texts: dict[str, str] = {}
+    app_snippets: bool = False
 
 
 @register
@@ -24,9 +28,9 @@ class Bundle(Step):
     """Packs a variant's model, its preprocessing contract, labels, a manifest and a reference runner."""
 
     kind = "package.bundle"
-    version = 2  # 2: signature-driven preprocess.json and manifest
+    version = 3  # 2: signature-driven preprocess.json and manifest; 3: the target's files (.ort, engine, configs)
     Params = BundleParams
-    inputs = ("model",)
+    inputs = ("model",)  # and the target's side files, each input named by its file name in the bundle
     outputs = {"bundle": "bundle.zip"}
     libraries = ("onnx", "onnxruntime")
 
@@ -35,9 +39,19 @@ class Bundle(Step):
         import onnxruntime
 
         model_bytes = Path(ctx.inputs["model"]).read_bytes()
-        proto = onnx.load_from_string(model_bytes)
-        opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+        extra = {name: Path(path).read_bytes() for name, path in ctx.inputs.items() if name != "model"}
+        extra.update({name: text.encode() for name, text in p.texts.items()})
+        onnx_bytes = model_bytes if p.model_file.endswith(".onnx") else extra.get("model.onnx")
+        opset = None
+        if onnx_bytes is not None:
+            proto = onnx.load_from_string(onnx_bytes)
+            opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+        engine = p.model_file.endswith(".engine")
         files = write_bundle(ctx.out("bundle"), model_bytes, p.signature, p.normalize, p.labels,
                              model_info={"opset": opset, "variant": p.variant, "quantization": p.scheme},
-                             runtime={"onnxruntime": f">={onnxruntime.__version__}", **p.runtime})
-        return {"files": files, "has_labels": bool(p.labels), "normalized": p.normalize is not None}
+                             runtime={**({} if engine else {"onnxruntime": f">={onnxruntime.__version__}"}),
+                                      **p.runtime},
+                             model_file=p.model_file, extra_files=extra, app_snippets=p.app_snippets)
+        # Where evaluate and benchmark ran (a stand-in host for a phone or GPU), for the report to say.
+        return {"measured_on": p.runtime.get("measured_on"),
+                "files": files, "has_labels": bool(p.labels), "normalized": p.normalize is not None}

@@ -47,6 +47,9 @@ class StaticParams(StepParams):
     op_types: list[str] | None
     exclude_nodes: list[str]
     method: str
+    # From the target's quantization defaults (TensorRT: symmetric activations, zero points 0, float bias).
+    activation_symmetric: bool = False
+    quantize_bias: bool = True
 
 
 @register
@@ -77,7 +80,8 @@ class OrtStaticQuantize(Step):
                 calibrate_method=getattr(CalibrationMethod, METHODS[p.method]),
                 quant_format=fmt, activation_type=_quant_type(activation),
                 weight_type=_quant_type(p.weight_type), per_channel=p.per_channel, reduce_range=p.reduce_range,
-                op_types_to_quantize=p.op_types, nodes_to_exclude=p.exclude_nodes)
+                op_types_to_quantize=p.op_types, nodes_to_exclude=p.exclude_nodes,
+                extra_options={"ActivationSymmetric": p.activation_symmetric, "QuantizeBias": p.quantize_bias})
         chosen = {"activation_type": activation, **({"isa": isa} if p.activation_type == HOST else {})}
         return {**_summary(ctx), **chosen}
 

@@ -67,9 +67,17 @@ class StaticQuant(Kind):
         params = quantize.StaticParams(format=self.format, activation_type=self.activation(b),
                                        weight_type=self.weight_type, per_channel=self.per_channel,
                                        reduce_range=self.reduce_range, op_types=self.op_types,
-                                       exclude_nodes=self.exclude_nodes, method=c.method)
+                                       exclude_nodes=self.exclude_nodes, method=c.method,
+                                       **_target_rules(b.get("quant.defaults") or {}))
         b.add(Node("quantize", quantize.OrtStaticQuantize.kind, params,
                    inputs={"model": prep, "ranges": Ref("calibrate", "ranges")}))
         b.add_variant(Variant("int8", Ref("quantize", "model"),
                               scheme={"kind": "static", "step": quantize.OrtStaticQuantize.kind,
                                       **params.model_dump(mode="json")}))
+
+
+def _target_rules(defaults: dict) -> dict:
+    """What the target requires beyond the activation type (TensorRT: symmetric activations, float bias).
+
+    Symmetry is applied when quantizing, not calibrating, so targets share one calibration node."""
+    return {k: defaults[k] for k in ("activation_symmetric", "quantize_bias") if k in defaults}
