@@ -315,6 +315,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """``qcompile run``: verify a bundle, preprocess the inputs as it says, print the top classes."""
+    from .bundle.run_bundle import run_bundle
+
+    for line in run_bundle(args.bundle, args.inputs, args.top):
+        Console(highlight=False).print(line, soft_wrap=True)
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb but ``build`` (whose arguments belong to Hydra)."""
     from . import __version__
@@ -334,6 +343,10 @@ def make_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("checkout", help="copy a build's artifacts from the cache by build id")
     c.add_argument("build_id")
     c.add_argument("dir")
+    rn = sub.add_parser("run", help="run a deployment bundle on images (or .npy/.npz samples): top classes")
+    rn.add_argument("bundle", help="bundle.zip, or its unpacked folder")
+    rn.add_argument("inputs", nargs="+", metavar="IMAGE_OR_NPY")
+    rn.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
     rp = sub.add_parser("report", help="sweep table (md, csv) and Pareto plot of a multirun folder")
     rp.add_argument("multirun_dir")
     k = sub.add_parser("cache", help="inspect and clean the cache")
@@ -362,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 args = make_parser().parse_args(argv)
                 handlers = {"plan": cmd_plan, "schema": cmd_schema, "reproduce": cmd_reproduce,
-                            "checkout": cmd_checkout, "report": cmd_report, "cache": cmd_cache}
+                            "checkout": cmd_checkout, "report": cmd_report, "cache": cmd_cache,
+                            "run": cmd_run}
                 code = handlers[args.verb](args)
         except QcompileError as e:
             code = _fail(e)

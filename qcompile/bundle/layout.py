@@ -18,16 +18,27 @@ from ..signature import Signature
 from .snippets import snippet_files
 
 RUNNER = Path(__file__).with_name("runner.py")
+PREPROCESS = Path(__file__).with_name("preprocess.py")  # run.py imports it: the one implementation of the contract
 
 
-def preprocess_spec(signature: Signature, normalize: dict[str, Any] | None) -> dict[str, Any]:
-    """``preprocess.json``: every input's name, dtype and shape; for a single image input, how to make it."""
+def preprocess_spec(signature: Signature, contract: dict[str, Any] | None) -> dict[str, Any]:
+    """``preprocess.json``: every input's name, dtype and shape; for a single image input, the model's whole
+    preprocessing contract (``contract``, the model's ``preprocess`` port), as ``preprocess.py`` applies it."""
+    from .preprocess import describe
+
     spec: dict[str, Any] = {"inputs": [t.model_dump(mode="json") for t in signature.inputs]}
     image = signature.single_image_input
     if image is not None:
-        spec.update({"layout": "NCHW", "dtype": image.dtype, "input_name": image.name,
-                     "input_shape": list(image.sample_shape), "normalize": normalize,
+        c = dict(contract or {})
+        if c and "normalize" not in c:  # the older form of the port: normalisation only
+            c = {"normalize": c}
+        shape = list(image.sample_shape)
+        spec.update({"layout": c.get("layout") or "NCHW", "dtype": image.dtype, "input_name": image.name,
+                     "input_shape": shape, "normalize": c.get("normalize"),
+                     "color": c.get("color") or ("L" if shape[0] == 1 else "RGB"), "resize": c.get("resize"),
+                     "crop": c.get("crop"), "interpolation": c.get("interpolation") or "bilinear",
                      "formula": "(pixel * scale - mean[c]) / std[c], HWC image -> CHW tensor, batch axis first"})
+        spec["steps"] = describe(spec)
     return spec
 
 
@@ -48,7 +59,7 @@ def write_bundle(dest: Path, model_bytes: bytes, signature: Signature, normalize
     spec = preprocess_spec(signature, normalize)
     files = {model_file: model_bytes,
              "preprocess.json": json.dumps(spec, indent=2).encode(),
-             "run.py": RUNNER.read_bytes(), **(extra_files or {})}
+             "run.py": RUNNER.read_bytes(), "preprocess.py": PREPROCESS.read_bytes(), **(extra_files or {})}
     if app_snippets:
         files.update(snippet_files(spec))
     if labels:

@@ -1,12 +1,15 @@
 """Reference runner shipped as ``run.py`` in every deployment bundle. Standalone: numpy, onnxruntime, Pillow.
 
-    python run.py IMAGE [IMAGE ...]      # image files, for a one-image-input model (resized as preprocess.json says)
+    python run.py IMAGE [IMAGE ...]      # image files, for a one-image-input model (as preprocess.json says)
     python run.py SAMPLES.npy            # already-preprocessed samples of the model's single input, batch first
     python run.py SAMPLES.npz            # one array per input name, batch first (models with several inputs)
+    python run.py --top 3 IMAGE          # how many classes to print (default 5)
 
-It applies exactly the preprocessing the model was trained with (preprocess.json): resize, colour mode,
-``(pixel * scale - mean) / std`` per channel, and HWC -> CHW. Port this function, not a guess of it: wrong
-normalisation or an interleaved HWC layout keeps a desktop check green while on-device accuracy collapses.
+It first checks every file of the bundle against manifest.json's digests (exit 2 naming the file that differs),
+then applies exactly the preprocessing the model was calibrated and measured with: ``preprocess.py`` next to this
+file implements preprocess.json's contract (resize the shorter side, centre crop, colour order,
+``(pixel * scale - mean) / std`` per channel, HWC -> CHW). Port that module, not a guess of it: wrong normalisation
+or an interleaved HWC layout keeps a desktop check green while on-device accuracy collapses.
 """
 
 from __future__ import annotations
@@ -15,22 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 
 
-def preprocess(image_path: str | Path, spec: dict) -> np.ndarray:
-    """One image file -> a (C, H, W) float32 array, as the model was trained."""
-    from PIL import Image
-
-    c, h, w = spec["input_shape"]
-    img = Image.open(image_path).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-    x = np.asarray(img, dtype=np.float32).reshape(h, w, c)  # HWC, as images are stored
-    norm = spec.get("normalize")
-    if norm:
-        x = (x * norm["scale"] - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))  # CHW, as the model takes it
+class BundleError(ValueError):
+    """The bundle or an input is unusable; the message names the file."""
 
 
 def verify_bundle(folder: Path = HERE) -> str | None:
@@ -50,39 +42,94 @@ def verify_bundle(folder: Path = HERE) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the top-5 classes of each input."""
-    import onnxruntime as ort
+def contract_module(folder: Path = HERE):
+    """The bundle's own ``preprocess.py``, loaded by path (so it works from any working directory)."""
+    import importlib.util
 
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print(__doc__)
-        return 2
-    problem = verify_bundle()
-    if problem:
-        print(f"run.py: {problem}", file=sys.stderr)
-        return 2
-    spec = json.loads((HERE / "preprocess.json").read_text())
-    labels_file = HERE / "labels.json"
-    labels = json.loads(labels_file.read_text()) if labels_file.exists() else None
-    sess = ort.InferenceSession(str(HERE / "model.onnx"), providers=["CPUExecutionProvider"])
+    spec = importlib.util.spec_from_file_location("bundle_preprocess", folder / "preprocess.py")
+    if spec is None or spec.loader is None or not (folder / "preprocess.py").is_file():
+        raise BundleError("preprocess.py is missing from the bundle")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_inputs(folder: Path, spec: dict, argv: list[str]):
+    """(feed by input name, a name per sample) from image files, one .npy or one .npz."""
+    import numpy as np
+
     inputs = spec["inputs"]
     if len(argv) == 1 and argv[0].endswith(".npz"):
         with np.load(argv[0]) as f:
-            feed, names = {t["name"]: f[t["name"]].astype(t["dtype"]) for t in inputs}, None
+            missing = [t["name"] for t in inputs if t["name"] not in f.files]
+            if missing:
+                raise BundleError(f"{argv[0]} has no arrays {missing} (it has {sorted(f.files)})")
+            feed = {t["name"]: f[t["name"]].astype(t["dtype"]) for t in inputs}
     elif len(argv) == 1 and argv[0].endswith(".npy"):
-        feed, names = {inputs[0]["name"]: np.load(argv[0]).astype(inputs[0]["dtype"])}, None
+        feed = {inputs[0]["name"]: np.load(argv[0]).astype(inputs[0]["dtype"])}
     elif "layout" in spec:
-        feed, names = {spec["input_name"]: np.stack([preprocess(p, spec) for p in argv])}, argv
+        pre = contract_module(folder)
+        rows = []
+        for path in argv:
+            try:
+                rows.append(pre.preprocess_file(path, spec))
+            except (OSError, ValueError, SyntaxError) as e:
+                raise BundleError(f"{path} cannot be read as an image ({type(e).__name__}: {str(e)[:120]})") from None
+        return {spec["input_name"]: np.stack(rows).astype(spec["dtype"])}, list(argv)
     else:
-        print("this model takes no image input: pass an .npz with one array per input", file=sys.stderr)
-        return 2
+        raise BundleError("this model takes no image input: pass an .npz with one array per input")
     n = len(next(iter(feed.values())))
+    return feed, [f"{argv[0]}[{i}]" for i in range(n)]
+
+
+def classify(folder: Path, argv: list[str], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Run the bundle's model on the inputs: per sample, its top classes as (name or index, probability)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    spec = json.loads((folder / "preprocess.json").read_text())
+    labels_file = folder / "labels.json"
+    labels = json.loads(labels_file.read_text()) if labels_file.exists() else None
+    feed, names = load_inputs(folder, spec, argv)
+    # Whatever file the manifest names: model.onnx, or the target's format (model.ort).
+    sess = ort.InferenceSession(str(folder / manifest["model"]["file"]), providers=["CPUExecutionProvider"])
+    n = len(next(iter(feed.values())))
+    # One sample at a time: a model exported with a fixed batch of 1 runs too.
     logits = np.concatenate([sess.run(None, {k: v[i:i + 1] for k, v in feed.items()})[0] for i in range(n)])
-    for i, row in enumerate(logits.reshape(n, -1)):
-        top = np.argsort(row)[::-1][:5]
-        shown = ", ".join(f"{labels[k] if labels else k} ({row[k]:.2f})" for k in top)
-        print(f"{names[i] if names else i}: {shown}")
+    rows = logits.reshape(n, -1).astype(np.float64)
+    probs = np.exp(rows - rows.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    out = []
+    for name, p in zip(names, probs):
+        best = np.argsort(-p, kind="stable")[:top]
+        out.append((name, [(labels[k] if labels else str(k), float(p[k])) for k in best]))
+    return out
+
+
+def format_results(results: list[tuple[str, list[tuple[str, float]]]]) -> list[str]:
+    """One line per sample: ``photo.jpg: tabby (0.61), tiger cat (0.20), ...``."""
+    return [f"{name}: " + ", ".join(f"{label} ({p:.3f})" for label, p in top) for name, top in results]
+
+
+def main(argv: list[str] | None = None, folder: Path = HERE) -> int:
+    """Verify the bundle, then print the top classes of each input. Exit 2 on a bad bundle or input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = 5
+    if len(argv) >= 2 and argv[0] == "--top" and argv[1].isdigit():
+        top, argv = int(argv[1]), argv[2:]
+    if not argv:
+        print(__doc__)
+        return 2
+    problem = verify_bundle(folder)
+    try:
+        if problem:
+            raise BundleError(problem)
+        lines = format_results(classify(folder, argv, top))
+    except BundleError as e:
+        print(f"run.py: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FilePath, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, DirectoryPath, Field, FilePath, PositiveInt, model_validator
 
 # User files are kept as absolute paths, so a lockfile rebuilds from any working directory.
 UserFile = Annotated[FilePath, AfterValidator(lambda p: p.resolve())]
+UserDir = Annotated[DirectoryPath, AfterValidator(lambda p: p.resolve())]
 
 
 class Section(BaseModel):
@@ -55,6 +56,40 @@ class Normalize(Section):
 
 
 IMAGENET = Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
+
+
+class Preprocess(Section):
+    """How an image file becomes the model's input before normalisation (``qcompile.bundle.preprocess`` applies it).
+
+    With neither ``resize`` nor ``crop`` the image is resized straight to the input size (aspect ratio not kept).
+    """
+
+    resize: PositiveInt | None = Field(None, description="resize the shorter side to this many pixels, keeping the "
+                                                         "aspect ratio (null: no aspect-keeping resize)")
+    crop: tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="centre crop [h, w] after the resize (null with a resize: the input's H, W)")
+    interpolation: Interpolation = Field("bilinear", description="Pillow resampling filter (antialiased)")
+    color: Literal["RGB", "BGR", "L"] | None = Field(None, description="channel order (null: L for one channel, "
+                                                                        "else RGB)")
+    layout: Literal["NCHW"] = Field("NCHW", description="tensor layout the model takes")
+
+
+def contract(sample_shape: tuple[Any, ...] | None, normalize: Normalize | None,
+             preprocess: Preprocess | None) -> dict[str, Any] | None:
+    """The ``preprocess`` port: the model's whole preprocessing contract as a plain dict (what preprocess.json says).
+
+    None when the model states no normalisation: then nobody may guess one for it (image data refuses to run).
+    """
+    if normalize is None:
+        return None
+    pre = preprocess or Preprocess()
+    shape = list(sample_shape) if sample_shape is not None else None
+    color = pre.color or (("L" if shape[0] == 1 else "RGB") if shape and isinstance(shape[0], int) else None)
+    return {"input_shape": shape, "layout": pre.layout, "color": color, "resize": pre.resize,
+            "crop": list(pre.crop) if pre.crop else None, "interpolation": pre.interpolation,
+            "normalize": normalize.model_dump()}
 
 
 class ExportSpec(Section):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("data", "model", "export", "optimize", "calibrate", "quantize", "evaluate", "benchmark", "compare",
+_MODULES = ("data", "images", "model", "factory",
+            "export", "optimize", "calibrate", "quantize", "evaluate", "benchmark", "compare",
             "package", "trt_check", "trt_engine", "trt_runtime", "ort_format")
 _loaded = False
 

@@ -4,14 +4,15 @@ leaks into evaluation."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
 from ..signature import TensorSpec
 from .arrays import save_samples
 from .base import Step, StepContext, StepParams, register
+
+if TYPE_CHECKING:  # numpy is imported where it is used: a fully cached build never imports it
+    import numpy as np
 
 
 def split(n: int, eval_samples: int, calib_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -20,6 +21,8 @@ def split(n: int, eval_samples: int, calib_samples: int, seed: int) -> tuple[np.
     The eval indices depend only on ``n``, ``eval_samples`` and ``seed``: a calibration change never changes the
     evaluation set, so FP32 measurements stay cached.
     """
+    import numpy as np
+
     perm = np.random.default_rng(seed).permutation(n)
     eval_idx, pool = perm[:eval_samples], perm[eval_samples:]
     return eval_idx, pool, pool[:calib_samples]
@@ -27,6 +30,8 @@ def split(n: int, eval_samples: int, calib_samples: int, seed: int) -> tuple[np.
 
 def normalise(x: np.ndarray, scale: float, mean: list[float], std: list[float]) -> np.ndarray:
     """``(x * scale - mean[c]) / std[c]`` over an (N, C, H, W) float32 array."""
+    import numpy as np
+
     shape = (1, -1, 1, 1)
     m = np.asarray(mean, np.float32).reshape(shape)
     s = np.asarray(std, np.float32).reshape(shape)
@@ -47,6 +52,8 @@ class ImageSplitParams(StepParams):
 
 def save_image_splits(ctx: StepContext, p: ImageSplitParams, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Normalise (N, C, H, W) pixels, split and write train / calib / eval; the step's result."""
+    import numpy as np
+
     x = normalise(x.astype(np.float32), p.scale, p.mean, p.std).astype(p.input.dtype)
     eval_idx, pool, calib_idx = split(len(x), p.eval_samples, p.calib_samples, p.seed)
     name = p.input.name
@@ -83,6 +90,8 @@ class SyntheticParams(StepParams):
 
 
 def _random(rng: np.random.Generator, spec: TensorSpec, n: int) -> np.ndarray:
+    import numpy as np
+
     shape = (n, *spec.sample_shape)
     if spec.is_float:
         return rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype)
@@ -101,6 +110,8 @@ class SyntheticData(Step):
     libraries = ("numpy",)
 
     def run(self, ctx: StepContext, p: SyntheticParams) -> dict[str, Any]:
+        import numpy as np
+
         calib_rng, eval_rng = np.random.default_rng(p.seed), np.random.default_rng([p.seed, 1])
         save_samples(ctx.out("calib"), {s.name: _random(calib_rng, s, p.calib_samples) for s in p.inputs})
         save_samples(ctx.out("eval"), {s.name: _random(eval_rng, s, p.eval_samples) for s in p.inputs})
@@ -145,6 +156,8 @@ class NpzData(Step):
 
 
 def _read_npz(p: NpzParams) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    import numpy as np
+
     try:
         f = np.load(p.path, allow_pickle=False)
         files = set(f.files)

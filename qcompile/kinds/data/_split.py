@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, PositiveInt
 
 from ...errors import BadInput
+from ...signature import TensorSpec
 from ...steps import data as steps
 from ..section import Kind
 
@@ -20,8 +23,9 @@ class SplitData(Kind):
         return b.get("calib.samples", 0)
 
 
-def image_split_params(section: SplitData, b, size: int, source: str) -> steps.ImageSplitParams:
-    """Params of a labelled image data step, normalised with the model's preprocessing contract."""
+def image_contract(section: Kind, b, source: str) -> tuple[TensorSpec, dict[str, Any]]:
+    """The model's single image input and its preprocessing contract (with the concrete input shape), or bad input
+    naming the recipe key when the model takes no image or states no normalisation."""
     sig = b.need("signature", section)
     image = sig.single_image_input
     if image is None:
@@ -29,21 +33,28 @@ def image_split_params(section: SplitData, b, size: int, source: str) -> steps.I
     if not all(isinstance(d, int) for d in image.sample_shape):
         raise BadInput(f"{source} images need a concrete image size; the model's input {image.name!r} is "
                        f"{list(image.sample_shape)} (set model.input_shape)", key="model.input_shape")
+    pre = b.get("preprocess")
+    if pre is None or pre.get("normalize") is None:
+        # The same normalisation must reach calibration and the bundle: never assume one for the data alone.
+        raise BadInput(f"{source} are images; say how the model normalises pixels (model.normalize: "
+                       "{scale, mean, std}) so calibration and the deployment bundle use the same",
+                       key="model.normalize")
+    norm, channels = pre["normalize"], image.sample_shape[0]
+    if {len(norm["mean"]), len(norm["std"])} - {1, channels}:
+        raise BadInput(f"has {len(norm['mean'])} means and {len(norm['std'])} stds for a {channels}-channel input",
+                       key="model.normalize")
+    return image, {**pre, "input_shape": list(image.sample_shape)}
+
+
+def image_split_params(section: SplitData, b, size: int, source: str) -> steps.ImageSplitParams:
+    """Params of a labelled image data step, normalised with the model's preprocessing contract."""
+    image, pre = image_contract(section, b, source)
     if section.eval_samples >= size:
         raise BadInput(f"{source} has {size} samples; asked {section.eval_samples}", key="data.eval_samples")
     calib, left = section.calib_samples(b), size - section.eval_samples
     if calib > left:
         raise BadInput(f"asks {calib} but only {left} {source} samples are left after the {section.eval_samples} "
                        "held out for evaluation", key="quant.calibration.samples")
-    norm = b.get("preprocess")
-    if norm is None:
-        # The same normalisation must reach calibration and the bundle: never assume one for the data alone.
-        raise BadInput(f"{source} are images; say how the model normalises pixels (model.normalize: "
-                       "{scale, mean, std}) so calibration and the deployment bundle use the same",
-                       key="model.normalize")
-    channels = image.sample_shape[0]
-    if {len(norm["mean"]), len(norm["std"])} - {1, channels}:
-        raise BadInput(f"has {len(norm['mean'])} means and {len(norm['std'])} stds for a {channels}-channel input",
-                       key="model.normalize")
+    norm = pre["normalize"]
     return steps.ImageSplitParams(input=image, eval_samples=section.eval_samples, calib_samples=calib,
                                   seed=section.seed, scale=norm["scale"], mean=norm["mean"], std=norm["std"])

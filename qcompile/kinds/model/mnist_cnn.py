@@ -11,7 +11,7 @@ from ...graph import Node, Ref
 from ...signature import image_classifier
 from ...steps import model as steps
 from ..registry import register
-from ..section import ExportSpec, Kind, Normalize, Section
+from ..section import ExportSpec, Kind, Normalize, Section, contract
 from ._torch import provide_torch_model
 
 MNIST_NORMALIZE = Normalize(mean=[0.1307], std=[0.3081])
@@ -39,7 +39,7 @@ class MnistCnnModel(Kind):
 
     def declare(self, b) -> None:
         b.provide("signature", image_classifier(self.input_shape, self.num_classes, self.export.dynamic_batch), self)
-        b.provide("preprocess", self.normalize.model_dump(), self)
+        b.provide("preprocess", contract(self.input_shape, self.normalize, None), self)
         b.provide("labels", [str(d) for d in range(10)], self)
 
     def compile(self, b) -> None:

@@ -11,7 +11,7 @@ from ...graph import Node, Ref
 from ...signature import Signature, Task, TensorSpec
 from ...steps import model as steps
 from ..registry import register
-from ..section import Kind, Normalize, UserFile
+from ..section import Kind, Normalize, Preprocess, UserFile, contract
 
 
 @register("model")
@@ -25,6 +25,8 @@ class OnnxModel(Kind):
                           "dynamic axes (null: as the file says)")
     task: Task = "classification"
     normalize: Normalize | None = Field(None, description="input normalisation, for the deployment bundle")
+    preprocess: Preprocess | None = Field(None, description="resize, crop, interpolation and colour of image inputs "
+                                                             "(null: resize straight to the input size)")
 
     def declare(self, b) -> None:
         from ...steps.onnx_signature import inspect_onnx
@@ -34,7 +36,8 @@ class OnnxModel(Kind):
         if self.input_shape is not None:
             sig = self._with_shape(sig, tuple(self.input_shape))
         b.provide("signature", sig, self)
-        b.provide("preprocess", self.normalize.model_dump() if self.normalize else None, self)
+        image = sig.single_image_input
+        b.provide("preprocess", contract(image.sample_shape if image else None, self.normalize, self.preprocess), self)
 
     def _with_shape(self, sig: Signature, shape: tuple[int, ...]) -> Signature:
         if len(sig.inputs) != 1:
