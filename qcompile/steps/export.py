@@ -49,6 +49,22 @@ def dynamic_shapes(signature: Signature):
     return tuple(spec_dims) if dims else None
 
 
+def build_model(arch: dict[str, Any]):
+    """An untrained ``nn.Module`` for ``arch``: the families of ``qcompile.models`` plus those from an optional
+    package (EfficientNet-Lite) or the user's code (a factory function)."""
+    if arch["family"] == "efficientnet_lite":
+        from .model import efficientnet_lite
+
+        return efficientnet_lite(arch["name"])
+    if arch["family"] == "factory":
+        from .factory import call_factory
+
+        return call_factory(arch)
+    from ..models import build_torch_model
+
+    return build_torch_model(arch)
+
+
 class ExportMismatch(RuntimeError):
     """The exported graph computes something else than the torch model."""
 
@@ -70,10 +86,9 @@ class ExportOnnx(Step):
         import onnxruntime as ort
         import torch
 
-        from ..models import build_torch_model
         from .model import load_into, read_state_dict
 
-        model = build_torch_model(p.arch)
+        model = build_model(p.arch)
         load_into(model, read_state_dict(ctx.inputs["weights"]), p.arch.get("name") or p.arch["family"])
         model.eval()
         sig = p.signature

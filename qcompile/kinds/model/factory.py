@@ -1,0 +1,74 @@
+"""``model.kind=factory``: the user's own model code, ``package.module:function`` called with keyword arguments and
+returning an ``nn.Module`` (optionally loaded with a state_dict file). The key covers the module file's source."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PositiveInt
+
+from ...errors import BadInput
+from ...graph import Node, Ref
+from ...signature import image_classifier
+from ...steps import factory as steps
+from ..registry import register
+from ..section import ExportSpec, Kind, Normalize, Preprocess, UserDir, UserFile, contract
+from ._torch import provide_torch_model
+
+
+def module_file(root: Path, module: str) -> Path | None:
+    """The file ``module`` (dotted) imports from under ``root``, found without running any of the user's code."""
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@register("model")
+class FactoryModel(Kind):
+    """Your own model: ``function: mypkg.nets:build`` returns an ``nn.Module``; ``kwargs`` are passed to it."""
+
+    kind: Literal["factory"]
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                          description="package.module:function returning a torch.nn.Module")
+    kwargs: dict[str, Any] = Field({}, description="keyword arguments of the function (JSON values)")
+    root: UserDir = Field(Path("."), description="folder the module is imported from (default: the working "
+                                                 "directory)")
+    weights: UserFile | None = Field(None, description="a state_dict file to load (weights_only=True); null: the "
+                                                       "function's own weights")
+    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (3, 224, 224)
+    num_classes: PositiveInt = 1000
+    labels: list[str] | None = Field(None, description="class names, in output order (for the bundle and labels)")
+    normalize: Normalize | None = Field(None, description="input normalisation (needed for image data and bundles)")
+    preprocess: Preprocess | None = Field(None, description="resize, crop, interpolation, colour of image files")
+    export: ExportSpec = ExportSpec()
+
+    def _source(self) -> Path:
+        module = self.function.partition(":")[0]
+        path = module_file(self.root, module)
+        if path is None:
+            raise BadInput(f"{module} does not import: no {module.replace('.', '/')}.py under {self.root} (set "
+                           "model.root to the folder holding it)", key="model.function")
+        return path
+
+    def declare(self, b) -> None:
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise BadInput(f"names {len(self.labels)} classes; num_classes is {self.num_classes}", key="model.labels")
+        self._source()
+        b.provide("signature", image_classifier(self.input_shape, self.num_classes, self.export.dynamic_batch), self)
+        b.provide("preprocess", contract(self.input_shape, self.normalize, self.preprocess), self)
+        if self.labels is not None:
+            b.provide("labels", list(self.labels), self)
+
+    def compile(self, b) -> None:
+        source = self._source()
+        # The source digest in the architecture: the export step rebuilds when the model code changes even if the
+        # weights it produced are byte-identical (an edited forward()).
+        arch = {"family": "factory", "function": self.function, "kwargs": self.kwargs, "root": str(self.root),
+                "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+        b.add(Node("model", steps.FactoryModel.kind, steps.FactoryParams(arch=arch, source=source,
+                                                                        weights=self.weights)))
+        provide_torch_model(self, b, Ref("model", "weights"), arch, self.export)
