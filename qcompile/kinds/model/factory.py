@@ -34,7 +34,7 @@ class FactoryModel(Kind):
     kind: Literal["factory"]
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
                           description="package.module:function returning a torch.nn.Module")
-    kwargs: dict[str, Any] = Field({}, description="keyword arguments of the function (JSON values)")
+    kwargs: dict[str, Any] | None = Field(None, description="keyword arguments of the function (JSON values)")
     root: UserDir = Field(Path("."), description="folder the module is imported from (default: the working "
                                                  "directory)")
     weights: UserFile | None = Field(None, description="a state_dict file to load (weights_only=True); null: the "
@@ -67,7 +67,7 @@ class FactoryModel(Kind):
         source = self._source()
         # The source digest in the architecture: the export step rebuilds when the model code changes even if the
         # weights it produced are byte-identical (an edited forward()).
-        arch = {"family": "factory", "function": self.function, "kwargs": self.kwargs, "root": str(self.root),
+        arch = {"family": "factory", "function": self.function, "kwargs": self.kwargs or {}, "root": str(self.root),
                 "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
         b.add(Node("model", steps.FactoryModel.kind, steps.FactoryParams(arch=arch, source=source,
                                                                         weights=self.weights)))

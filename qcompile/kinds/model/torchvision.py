@@ -40,7 +40,7 @@ class TorchvisionModel(Kind):
 
     kind: Literal["torchvision"]
     name: TorchvisionName
-    weights: str | None = Field(
+    weights: str | Path | None = Field(
         None, description="torchvision's weights name (IMAGENET1K_V1, DEFAULT...: read from $TORCH_HOME/hub/"
                           "checkpoints, never downloaded; its transform and class names become the model's), or a "
                           "local state_dict file loaded with weights_only=True; null: random init")
@@ -56,20 +56,21 @@ class TorchvisionModel(Kind):
 
     @field_validator("weights")
     @classmethod
-    def _file_or_name(cls, v: str | None) -> str | None:
-        if v is None or WEIGHTS_NAME.match(v):
+    def _file_or_name(cls, v: str | Path | None) -> str | Path | None:
+        if v is None or (isinstance(v, str) and WEIGHTS_NAME.match(v)):
             return v
+        # A user file is kept as an absolute path, so a lockfile rebuilds from any working directory.
         path = Path(v).expanduser().resolve()
         if not path.is_file():
-            raise ValueError(f"{v!r} is neither a torchvision weights name (like IMAGENET1K_V1) nor a file")
-        return str(path)
+            raise ValueError(f"file not found: {v} (nor is it a torchvision weights name like IMAGENET1K_V1)")
+        return path
 
     # ------------------------------------------------------------------ named weights
     @property
     def weights_name(self) -> str | None:
         """The torchvision weights name (DEFAULT resolved), or None for random init or a file."""
-        if self.weights is None or not WEIGHTS_NAME.match(self.weights):
-            return None
+        if not isinstance(self.weights, str):
+            return None  # random init, or a state_dict file
         name = DEFAULTS.get(self.name) if self.weights == "DEFAULT" else self.weights
         if (self.name, name) not in WEIGHTS:
             valid = sorted(w for m, w in WEIGHTS if m == self.name)
