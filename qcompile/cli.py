@@ -35,13 +35,17 @@ def _task(cfg) -> None:
     from hydra.types import RunMode
 
     from .build import build
+    from .recipe.files import resolve_relative_paths
     from .recipe.load import to_container, validate
 
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        recipe = validate(to_container(cfg))
+        user_dir = next((s.path for s in hc.runtime.config_sources if s.provider == "command-line"), None)
+        data = resolve_relative_paths(to_container(cfg), user_dir, hc.job.config_name, dict(hc.runtime.choices),
+                                      list(hc.overrides.task))
+        recipe = validate(data)
         result = build(recipe, out)
         _print_outcome(result)
     except Exception as e:

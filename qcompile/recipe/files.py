@@ -4,6 +4,7 @@ of surfacing as a parser traceback from deep inside the composition."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 from ..errors import BadInput
 
@@ -31,3 +32,55 @@ def check_recipe_dir(config_dir: str | Path) -> None:
             raise BadInput(f"{path}: invalid YAML{where}: {problem}") from None
         if data is not None and not isinstance(data, dict):
             raise BadInput(f"{path}: a recipe file must be a mapping of keys, not a {type(data).__name__}")
+
+
+# Recipe keys that hold the user's files or folders.
+PATH_KEYS = {"model": ("path", "weights", "root"), "data": ("path", "labels")}
+
+
+def _set_in(path: Path, group: str, key: str, nested: bool) -> bool:
+    """Whether the YAML file ``path`` sets ``key`` (under ``group:`` when ``nested``, at the top for a group file)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    if nested:
+        data = data.get(group) if isinstance(data, dict) else None
+    return isinstance(data, dict) and key in data
+
+
+def resolve_relative_paths(data: dict[str, Any], config_dir: str | Path | None, config_name: str,
+                           choices: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Resolve relative file paths written in the user's recipe files against that file's folder (as DVC resolves
+    paths in dvc.yaml), leaving those given on the command line to resolve against the working directory.
+
+    The recipe's own file wins over its group files (Hydra composes ``_self_`` last); a value that is no existing
+    path there (``IMAGENET1K_V1``, ``folders``) is left as it is.
+    """
+    if config_dir is None:
+        return data
+    root = Path(config_dir).resolve()
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    primary = root / f"{config_name}.yaml"
+    for group, keys in PATH_KEYS.items():
+        section = data.get(group)
+        if not isinstance(section, dict):
+            continue
+        option = choices.get(group)
+        group_file = root / group / f"{option}.yaml" if option else None
+        for key in keys:
+            value = section.get(key)
+            if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute() \
+                    or f"{group}.{key}" in given:
+                continue
+            if primary.is_file() and _set_in(primary, group, key, nested=True):
+                base = primary.parent
+            elif group_file is not None and group_file.is_file() and _set_in(group_file, group, key, nested=False):
+                base = group_file.parent
+            else:
+                continue  # a packaged recipe's value: relative to the working directory
+            if (base / value).exists():
+                section[key] = str((base / value).resolve())
+    return data

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from ..errors import BadInput
 from .errors import format_validation_error
-from .files import check_recipe_dir
+from .files import check_recipe_dir, resolve_relative_paths
 from .schema import Recipe
 
 RECIPES_MODULE = "qcompile.recipes"
@@ -58,13 +58,14 @@ def compose(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
         hydra = Hydra.create_main_hydra2(task_name="qcompile", config_search_path=search_path)
         cfg = hydra.compose_config(config_name, list(overrides), run_mode=RunMode.RUN,
                                    with_log_configuration=False)
+        choices = dict(cfg.hydra.runtime.choices)
         with open_dict(cfg):
             del cfg["hydra"]  # holds run-time interpolations that only resolve inside a Hydra job
     except (HydraException, OmegaConfBaseException) as e:
         raise BadInput(hydra_message(e)) from None
     finally:
         GlobalHydra.instance().clear()
-    return to_container(cfg)
+    return resolve_relative_paths(to_container(cfg), config_dir, config_name, choices, overrides)
 
 
 def hydra_message(e: BaseException) -> str:
