@@ -32,7 +32,7 @@ KEY_SCHEMA = 1
 
 def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: Cache) -> dict[str, Any]:
     """Everything that can change a node's output, as a JSON-able dict (its digest is the key)."""
-    params = node.params.model_dump(mode="json")
+    params = node.params.model_dump(mode="json", exclude=set(step.unkeyed))
     for name in step.file_fields:
         value = params.get(name)
         if isinstance(value, list):  # several files (an ONNX model's external data)

@@ -7,14 +7,18 @@ import io
 import os
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where used: a fully cached build never loads it
+    import numpy as np
 
 LABELS = "__labels__"  # not a valid ONNX input name in practice, so it never collides with one
 
 
 def save_samples(path: Path, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None) -> None:
     """Write samples deterministically (fixed zip timestamps, sorted names), so equal data gives equal digests."""
+    import numpy as np
+
     arrays = {name: np.ascontiguousarray(a) for name, a in inputs.items()}
     if labels is not None:
         arrays[LABELS] = np.ascontiguousarray(labels, dtype=np.int64)
@@ -29,6 +33,8 @@ def save_samples(path: Path, inputs: dict[str, np.ndarray], labels: np.ndarray |
 
 def load_samples(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """(inputs by name, labels or None) from a file written by ``save_samples``."""
+    import numpy as np
+
     with np.load(path, allow_pickle=False) as f:
         inputs = {k: f[k] for k in f.files if k != LABELS}
         return inputs, (f[LABELS] if LABELS in f.files else None)
@@ -53,6 +59,8 @@ def fixed_batch(shape: list) -> int | None:
 def model_batches(inputs: dict[str, np.ndarray], batch_size: int, fixed: int | None):
     """(feed, valid rows) covering every sample; a model with a fixed batch gets that size, the tail padded by
     repeating the last sample."""
+    import numpy as np
+
     size = fixed or batch_size
     out = []
     for a, b in batches(count(inputs), size):
@@ -69,3 +77,55 @@ def model_batches(inputs: dict[str, np.ndarray], batch_size: int, fixed: int | N
 def session_fixed_batch(sess) -> int | None:
     """The fixed batch of an ORT session's inputs (all inputs share the batch axis), or None when dynamic."""
     return fixed_batch(sess.get_inputs()[0].shape)
+
+
+class SampleFile:
+    """Batches of a sample file read from disk as they are needed, so a step never holds the whole split.
+
+    ``save_samples`` stores each array uncompressed, so a batch is one seek and one read at a known offset.
+    """
+
+    def __init__(self, path: Path):
+        import numpy as np
+
+        self.path = Path(path)
+        self._arrays: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
+        with zipfile.ZipFile(self.path) as zf, open(self.path, "rb") as f:
+            for info in zf.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise ValueError(f"{self.path.name}: {info.filename} is compressed")
+                f.seek(info.header_offset + 26)  # the local header's name and extra-field lengths
+                skip = int.from_bytes(f.read(2), "little") + int.from_bytes(f.read(2), "little")
+                f.seek(info.header_offset + 30 + skip)
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(f)
+                if fortran or dtype.hasobject:
+                    raise ValueError(f"{self.path.name}: {info.filename} is not a plain C-order array")
+                self._arrays[info.filename.removesuffix(".npy")] = (f.tell(), dtype, tuple(shape))
+        self.names = sorted(k for k in self._arrays if k != LABELS)
+        self.count = self._arrays[self.names[0]][2][0] if self.names else 0
+
+    def row_bytes(self) -> int:
+        """Bytes of one sample across every input."""
+        return sum(int(d.itemsize) * _prod(s[1:]) for k, (_, d, s) in self._arrays.items() if k != LABELS)
+
+    def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Samples ``start:stop`` of every input, read from the file."""
+        import numpy as np
+
+        out = {}
+        with open(self.path, "rb") as f:
+            for name in self.names:
+                offset, dtype, shape = self._arrays[name]
+                row = _prod(shape[1:])
+                f.seek(offset + start * row * dtype.itemsize)
+                out[name] = np.fromfile(f, dtype=dtype, count=(stop - start) * row).reshape((stop - start, *shape[1:]))
+        return out
+
+
+def _prod(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n

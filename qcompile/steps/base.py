@@ -58,6 +58,9 @@ class Step:
     libraries: ClassVar[tuple[str, ...]] = ()
     # Params fields holding paths to user files: the key holds their content digest, not the path.
     file_fields: ClassVar[tuple[str, ...]] = ()
+    # Params that change how a step runs but not what it produces (a batch size, a memory budget): they stay out
+    # of the key, so changing them reuses the stored output. Only for steps whose tests prove the invariance.
+    unkeyed: ClassVar[tuple[str, ...]] = ()
     # True when the output measures this machine (latency): the CPU model then enters the key.
     host_dependent: ClassVar[bool] = False
     # False for measurements (latency): a rebuild is expected to give other bytes, and reproduce says so.

@@ -23,8 +23,14 @@ class Calibration(Section):
 
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     samples: PositiveInt = 256
-    batch_size: PositiveInt = 16
+    batch_size: PositiveInt = Field(16, description="most samples per calibration batch (the memory budget may "
+                                    "take fewer); the ranges do not depend on it")
+    memory_mb: PositiveInt | None = Field(
+        None, description="most MiB of activations a calibration batch may hold (null: 1/32 of the machine's "
+                          "memory, at most 256); the ranges do not depend on it")
     percentile: float = Field(99.999, gt=0, le=100, description="used by method=percentile")
+    num_bins: int = Field(2048, ge=128, le=16384, description="histogram bins of entropy and percentile "
+                          "(ORT's entropy default of 128 leaves one candidate threshold: the full range)")
     symmetric: bool = Field(False, description="force calibrated activation ranges symmetric around 0")
 
 
@@ -61,7 +67,8 @@ class StaticQuant(Kind):
         prep, c = preprocessed(b, self), self.calibration
         b.add(Node("calibrate", calibrate.OrtCalibrate.kind,
                    calibrate.CalibrateParams(method=c.method, batch_size=c.batch_size, percentile=c.percentile,
-                                             symmetric=c.symmetric, op_types=self.op_types),
+                                             symmetric=c.symmetric, op_types=self.op_types,
+                                             num_bins=c.num_bins, memory_mb=c.memory_mb),
                    inputs={"model": prep, "data": b.need("samples.calib", self, "calibration samples")},
                    publish={"ranges": "calibration.json"}))
         params = quantize.StaticParams(format=self.format, activation_type=self.activation(b),
