@@ -115,9 +115,15 @@ def test_checker_passes_tensorrt_qdq_and_names_ort_cpu_nodes(cache_dir, tmp_path
     assert "relu_QuantizeLinear" in summary(problems)
 
 
-def test_strict_checker_refuses_asymmetric_model_listing_nodes(cache_dir, tmp_path):
-    # uint8 activations (ORT CPU's x86 choice) through the TensorRT target: strict makes it bad input.
-    proc = build(tmp_path, cache_dir, "target=tensorrt_qdq", "target.strict=true", "quant.activation_type=uint8")
+def test_checker_warns_by_default_and_strict_refuses_listing_nodes(cache_dir, tmp_path):
+    # uint8 activations (ORT CPU's x86 choice) through the TensorRT target: a warning naming the nodes...
+    proc = build(tmp_path, tmp_path / "other-cache", "target=tensorrt_qdq", "quant.activation_type=uint8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = " ".join(json.loads((tmp_path / "out" / "report.json").read_text())["notes"])
+    assert "trt_check.int8" in notes and "input_QuantizeLinear" in notes and "TensorRT's Q/DQ rules" in notes
+    # ...and with target.strict=true bad input: exit 2, nothing cached.
+    proc = build(tmp_path, cache_dir, "target=tensorrt_qdq", "target.strict=true", "quant.activation_type=uint8",
+                 out="strict")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "target.strict" in proc.stderr and "input_QuantizeLinear" in proc.stderr

@@ -60,6 +60,7 @@ def check_qdq(model) -> list[dict[str, Any]]:
     for n in graph.node:
         for i, name in enumerate(n.input):
             consumers.setdefault(name, []).append((n, i))
+    producer = {out: n for n in graph.node for out in n.output}
     problems: list[dict[str, Any]] = []
 
     def bad(node, rule: str) -> None:
@@ -94,8 +95,10 @@ def check_qdq(model) -> list[dict[str, Any]]:
             qtype = _TYPES.get(attrs["output_dtype"].i, str(attrs["output_dtype"].i))
         elif node.op_type == "DequantizeLinear" and node.input[0] in consts:
             qtype = _TYPES.get(consts[node.input[0]].data_type, "?")
+        elif node.op_type == "DequantizeLinear" and node.input[0] in producer:
+            continue  # the type of the QuantizeLinear that feeds it, which is checked itself
         else:
-            qtype = "uint8"
+            qtype = "uint8"  # ONNX's default without a zero point
         if qtype == "int32":
             bad(node, "int32 DequantizeLinear (a quantized bias): TensorRT takes a float bias")
             continue

@@ -125,8 +125,9 @@ def trtexec_command(sig, batch: tuple[int, int, int], workspace_mb: int) -> str:
         return ",".join(f"{t.name}:" + "x".join(str(d) for d in (n, *t.sample_shape)) for t in sig.inputs)
 
     lo, opt, hi = batch
-    return ("# Build the TensorRT engine on the target GPU (TensorRT 10 or 11; strongly typed: the INT8\n"
-            "# precision comes from the model's Q/DQ nodes, so no --int8/--calib/--batch flags).\n"
+    return ("# Build the TensorRT engine on the target GPU (TensorRT 10 or 11). Strongly typed: the INT8 precision\n"
+            "# comes from the model's Q/DQ nodes, so no --int8/--calib/--batch flags. --stronglyTyped is needed on\n"
+            "# 10.x and is the default (a no-op) on 11.x. Keep timing.cache to make later builds faster.\n"
             f"trtexec --onnx=model.onnx --saveEngine=model.engine --stronglyTyped "
             f"--minShapes={shapes(lo)} --optShapes={shapes(opt)} --maxShapes={shapes(hi)} "
             f"--memPoolSize=workspace:{workspace_mb}M --timingCacheFile=timing.cache\n")
