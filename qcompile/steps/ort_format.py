@@ -28,14 +28,17 @@ class OrtFormatParams(StepParams):
 
 @contextlib.contextmanager
 def _quiet_logger(name: str):
-    """The converter's own logger says INFO for every file it writes: keep it at WARNING meanwhile."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    """The converter's own loggers say INFO for every file they write: keep them at WARNING meanwhile."""
+    names = [n for n in list(logging.root.manager.loggerDict) if n == name or n.startswith(name + ".")]
+    loggers = [logging.getLogger(n) for n in names or [name]]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def unsupported_ops(model) -> list[str]:
@@ -92,16 +95,26 @@ def coverage_line(u: dict[str, Any]) -> str:
     return "mobile usability: " + "; ".join(parts)
 
 
+def _config_without_paths(src: Path, dest: Path) -> None:
+    """Copy an operator config, naming the model it was made from by file name only (not the build folder)."""
+    lines = [f"# - {Path(ln[4:]).name}" if ln.startswith("# - /") else ln for ln in src.read_text().splitlines()]
+    dest.write_text("\n".join(lines) + "\n")
+
+
 @register
 class OrtFormat(Step):
     """ONNX -> ``.ort`` with required_operators(.and_types).config and the usability check."""
 
     kind = "convert.ort_format"
+    version = 2  # 2: operator configs without the build folder's paths
     Params = OrtFormatParams
     inputs = ("model",)
     outputs = {"model": "model.ort", "operators": "required_operators.config",
                "operators_types": "required_operators_and_types.config", "usability": "usability.json"}
     libraries = ("onnx", "onnxruntime")
+    # ORT's flatbuffer writer orders some tables differently from run to run (same size, same outputs), so a
+    # rebuilt .ort has other bytes: reproduce reports it as expected rather than as a difference.
+    deterministic = False
 
     def run(self, ctx: StepContext, p: OrtFormatParams) -> dict[str, Any]:
         import onnx
@@ -131,8 +144,8 @@ class OrtFormat(Step):
                 convert_onnx_models_to_ort(src, output_dir=ctx.workdir / out, optimization_styles=[style],
                                            target_platform=p.target_platform, enable_type_reduction=types)
         shutil.copyfile(next((ctx.workdir / "plain").glob("*.ort")), ctx.out("model"))
-        shutil.copyfile(next((ctx.workdir / "plain").glob("*.config")), ctx.out("operators"))
-        shutil.copyfile(next((ctx.workdir / "typed").glob("*.config")), ctx.out("operators_types"))
+        _config_without_paths(next((ctx.workdir / "plain").glob("*.config")), ctx.out("operators"))
+        _config_without_paths(next((ctx.workdir / "typed").glob("*.config")), ctx.out("operators_types"))
         u = usability(src, ctx.workdir)
         ctx.out("usability").write_text(json.dumps(u, indent=1, sort_keys=True))
         ctx.note(coverage_line(u))
