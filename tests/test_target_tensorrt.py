@@ -251,3 +251,33 @@ def test_engine_step_without_gpu_is_bad_input(tmp_path, monkeypatch):
     monkeypatch.setattr(trt_engine, "gpu_compute_capability", lambda: None)
     with pytest.raises(BadInput, match="NVIDIA GPU"):
         trt_engine.require_gpu()
+
+
+def test_engine_plan_with_tensorrt_present(monkeypatch):
+    """With TensorRT and a GPU (stand-ins): one engine per variant, the timing cache threaded from one to the next,
+    TensorRT's evaluate/benchmark steps, and engine keys holding the TensorRT version and compute capability."""
+    import qcompile
+    from qcompile.kinds.target import tensorrt as target
+    from qcompile.run.scheduler import key_material
+    from qcompile.steps import trt_engine
+    from qcompile.steps.base import get_step
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _Recorder().module())
+    monkeypatch.setattr(target, "missing_tensorrt", lambda: None)
+    monkeypatch.setattr(trt_engine, "gpu_compute_capability", lambda: "8.9")
+    plan = qcompile.compile_plan(qcompile.load_recipe("demo", ["target=tensorrt"]))
+    engine = plan.node("engine.int8")
+    assert engine.inputs["model"].node == "trt_check.int8"
+    assert engine.inputs["timing_cache"].node == "engine.fp32"  # fed from the previous engine
+    assert "timing_cache" not in plan.node("engine.fp32").inputs
+    assert plan.node("engine.int8").publish["timing_cache"] == "timing.cache"
+    assert plan.node("evaluate.int8").kind == "evaluate.tensorrt"
+    assert plan.node("benchmark.int8").kind == "benchmark.tensorrt"
+    assert plan.node("evaluate.int8").inputs["model"].node == "engine.int8"
+    package = plan.node("package")
+    assert package.params.model_file == "model.engine"
+    assert {"model.onnx", "timing.cache"} <= set(package.inputs)
+    env = key_material(engine, get_step(engine.kind), {}, None)["env"]
+    assert env["tensorrt"] == "10.99.0" and env["compute_capability"] == "8.9"
+    q = plan.node("quantize").params
+    assert (q.activation_type, q.activation_symmetric, q.quantize_bias) == ("int8", True, False)
