@@ -172,7 +172,7 @@ def test_bundle_runner_classifies_real_digit_images(demo, tmp_path):
     work, _ = demo
     zipfile.ZipFile(work / "first" / "artifacts" / "bundle.zip").extractall(tmp_path / "bundle")
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.onnx", "preprocess.json", "labels.json", "run.py"}
+    assert set(manifest["files"]) == {"model.onnx", "preprocess.json", "preprocess.py", "labels.json", "run.py"}
     spec = json.loads((tmp_path / "bundle" / "preprocess.json").read_text())
     assert spec["layout"] == "NCHW" and spec["normalize"]["mean"] == [0.1307]
 
