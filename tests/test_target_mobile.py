@@ -51,11 +51,11 @@ def test_ort_mobile_build_bundle_and_report(cache_dir, tmp_path):
     with zipfile.ZipFile(art / "bundle.zip") as z:
         names = set(z.namelist())
         assert {"model.ort", "required_operators.config", "required_operators_and_types.config", "preprocess.json",
-                "app/Preprocess.kt", "app/Preprocess.swift", "manifest.json"} <= names
+                "Preprocess.kt", "Preprocess.swift", "manifest.json"} <= names
         assert "model.onnx" not in names
         manifest = json.loads(z.read("manifest.json"))
         spec = json.loads(z.read("preprocess.json"))
-        kotlin, swift = z.read("app/Preprocess.kt").decode(), z.read("app/Preprocess.swift").decode()
+        kotlin, swift = z.read("Preprocess.kt").decode(), z.read("Preprocess.swift").decode()
         ops = z.read("required_operators.config").decode()
         typed = z.read("required_operators_and_types.config").decode()
         z.extractall(tmp_path / "bundle")
@@ -86,10 +86,13 @@ def test_ort_mobile_build_bundle_and_report(cache_dir, tmp_path):
 
     # qcompile run loads whatever the manifest names (model.ort here); an altered file is refused.
     np.save(tmp_path / "few.npy", x[:3])
-    proc = run_cli("run", str(tmp_path / "bundle"), str(tmp_path / "few.npy"), cache=cache_dir, cwd=tmp_path)
+    proc = run_cli("run", str(art / "bundle.zip"), str(tmp_path / "few.npy"), "--top", "1", cache=cache_dir,
+                   cwd=tmp_path)
     if "invalid choice" in proc.stderr:
         pytest.skip("qcompile run is not there yet")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = [int(m) for m in re.findall(r"^\S+: (\d+) \(", proc.stdout, flags=re.M)]
+    assert printed == list(a[:3].argmax(1)), proc.stdout  # the bundle's .ort, as the session above ran it
     ort_file = tmp_path / "bundle" / "model.ort"
     ort_file.write_bytes(ort_file.read_bytes() + b"\0")
     proc = run_cli("run", str(tmp_path / "bundle"), str(tmp_path / "few.npy"), cache=cache_dir, cwd=tmp_path)
@@ -129,6 +132,6 @@ def test_snippets_for_rgb_imagenet_contract():
     spec = {"layout": "NCHW", "input_name": "pixels", "input_shape": [3, 224, 224],
             "normalize": {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
     files = snippet_files(spec)
-    consts = snippet_constants(files["app/Preprocess.kt"].decode(), files["app/Preprocess.swift"].decode())
+    consts = snippet_constants(files["Preprocess.kt"].decode(), files["Preprocess.swift"].decode())
     assert consts["kotlin"] == consts["swift"] == _expected(spec)
     assert snippet_files({"inputs": []}) == {}  # no single image input: no snippet to write

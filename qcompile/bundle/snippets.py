@@ -99,7 +99,8 @@ enum Preprocess {{
 
 
 def snippet_files(spec: dict[str, Any]) -> dict[str, bytes]:
-    """``app/Preprocess.kt`` and ``app/Preprocess.swift`` for a single-image-input model; none otherwise."""
+    """``Preprocess.kt`` and ``Preprocess.swift`` (flat names, like every bundle entry) for a model with a single
+    image input; none otherwise."""
     if "layout" not in spec or "input_shape" not in spec:
         return {}
-    return {"app/Preprocess.kt": kotlin(spec).encode(), "app/Preprocess.swift": swift(spec).encode()}
+    return {"Preprocess.kt": kotlin(spec).encode(), "Preprocess.swift": swift(spec).encode()}
