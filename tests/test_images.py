@@ -180,3 +180,45 @@ def test_skipped_images_and_labels_file_and_unlabelled(tmp_path):
     assert len(ImageFolderData()._good(skip)) == 8
     with pytest.raises(BadInput, match="broken.jpg"):
         ImageFolderData().preflight(params)
+
+
+def test_packaged_photos_plan_and_refuse_what_they_cannot_give():
+    """data=photos: the labelled photos are the evaluation set; asking more calibration photos than the 17 set
+    aside, or ImageNet labels for a model without 1,000 classes, is bad input naming the key."""
+    from qcompile.errors import BadInput
+    from qcompile.plan import compile_plan
+    from qcompile.recipe.load import load_recipe
+    from qcompile.steps.images import PHOTO_LABELS, PHOTOS_UNLABELLED
+
+    assert len(PHOTOS_UNLABELLED) == 17 and PHOTO_LABELS["chelsea"] == 281
+    base = ["model=resnet18", "data=photos", "quant.calibration.samples=8", "eval.max_accuracy_drop=null"]
+    params = compile_plan(load_recipe("demo", base)).node("data").params
+    assert params.calib_samples == 8 and params.labelled and params.preprocess["input_shape"] == [3, 224, 224]
+    with pytest.raises(BadInput, match="quant.calibration.samples"):
+        compile_plan(load_recipe("demo", [*base, "quant.calibration.samples=18"]))
+    with pytest.raises(BadInput, match="data.labelled"):
+        compile_plan(load_recipe("demo", [*base, "model.num_classes=10"]))
+    assert not compile_plan(load_recipe("demo", [*base, "model.num_classes=10", "data.labelled=false"])
+                            ).node("data").params.labelled
+
+
+def test_packaged_photos_step_writes_labelled_eval_and_calibration(tmp_path):
+    """The photos step writes the 4 labelled photos for evaluation (with their labels) and the asked number of the
+    others for calibration, transformed by the contract."""
+    from qcompile.plan import compile_plan
+    from qcompile.recipe.load import load_recipe
+    from qcompile.steps.arrays import load_samples
+    from qcompile.steps.base import StepContext, get_step
+
+    node = compile_plan(load_recipe("demo", ["model=resnet18", "data=photos", "quant.calibration.samples=3",
+                                             "eval.max_accuracy_drop=null"])).node("data")
+    step = get_step(node.kind)
+    ctx = StepContext(inputs={}, workdir=tmp_path, outputs=dict(step.outputs))
+    step.run(ctx, node.params)
+    (x,), y = (lambda s: (list(s[0].values()), s[1]))(load_samples(tmp_path / "eval.npz"))
+    assert x.shape == (4, 3, 224, 224) and y.tolist() == [281, 967, 892, 759]
+    calib, labels = load_samples(tmp_path / "calib.npz")
+    assert calib["input"].shape == (3, 3, 224, 224) and labels is None
+    from qcompile.bundle.preprocess import preprocess_image
+
+    assert np.array_equal(x[0], preprocess_image(_photo("chelsea"), node.params.preprocess))
