@@ -281,3 +281,17 @@ def test_engine_plan_with_tensorrt_present(monkeypatch):
     assert env["tensorrt"] == "10.99.0" and env["compute_capability"] == "8.9"
     q = plan.node("quantize").params
     assert (q.activation_type, q.activation_symmetric, q.quantize_bias) == ("int8", True, False)
+
+
+def test_tensorrt_without_gpu_is_refused_at_plan_time(monkeypatch):
+    import qcompile
+    from qcompile.errors import BadInput
+    from qcompile.kinds.target import tensorrt as target
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _Recorder().module())  # TensorRT "installed"...
+    monkeypatch.setattr(target.shutil, "which", lambda name: None)  # ...but no nvidia-smi
+    monkeypatch.setattr(target, "NVIDIA_GPUS", "/nonexistent/nvidia/gpus")  # ...and no GPU the driver sees
+    with pytest.raises(BadInput, match="no NVIDIA GPU found") as e:
+        qcompile.compile_plan(qcompile.load_recipe("demo", ["target=tensorrt"]))
+    assert e.value.key == "target.engine" and "target.engine=false" in str(e.value)
+    qcompile.compile_plan(qcompile.load_recipe("demo", ["target=tensorrt_qdq"]))  # no engine: plans anywhere

@@ -29,6 +29,7 @@ ENGINE_STEPS = {"evaluate": "evaluate.tensorrt", "benchmark": "benchmark.tensorr
 # Without an engine the checked QDQ model is measured with ONNX Runtime on this CPU at its basic optimisation
 # level: Q/DQ then run as written (the arithmetic TensorRT does). At "all" ORT fuses them into x86 int8 kernels
 # that saturate on symmetric int8 activations (MNIST demo: 85.0% top-1 instead of 93.8%).
+NVIDIA_GPUS = "/proc/driver/nvidia/gpus"  # one folder per GPU the NVIDIA driver sees
 ORT_HOST = {"providers": ["CPUExecutionProvider"], "threads": 0, "level": "basic",
             "measured_on": "build host CPU with ONNX Runtime (no engine built): not TensorRT's accuracy or latency"}
 
@@ -41,7 +42,7 @@ def missing_tensorrt() -> str | None:
         found = True
     if not found:
         return f"TensorRT is not installed: {INSTALL}"
-    gpus = "/proc/driver/nvidia/gpus"
+    gpus = NVIDIA_GPUS
     if not (shutil.which("nvidia-smi") or (os.path.isdir(gpus) and os.listdir(gpus))):
         return "no NVIDIA GPU found (nvidia-smi): TensorRT builds and runs engines on NVIDIA GPUs only"
     return None
