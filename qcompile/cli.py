@@ -31,10 +31,13 @@ def _fail(e: QcompileError) -> int:
 def _task(cfg) -> None:
     """Hydra's task function: one build per (multi)run job, in Hydra's output directory."""
     global _bug_seen
+    import os
+
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from .build import build
+    from .recipe.deletions import ENV, apply_deletions
     from .recipe.files import resolve_relative_paths
     from .recipe.load import to_container, validate
 
@@ -43,8 +46,9 @@ def _task(cfg) -> None:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         user_dir = next((s.path for s in hc.runtime.config_sources if s.provider == "command-line"), None)
-        data = resolve_relative_paths(to_container(cfg), user_dir, hc.job.config_name, dict(hc.runtime.choices),
-                                      list(hc.overrides.task))
+        deletions = [k for k in os.environ.get(ENV, "").split(",") if k]
+        data = resolve_relative_paths(apply_deletions(to_container(cfg), deletions), user_dir, hc.job.config_name,
+                                      dict(hc.runtime.choices), list(hc.overrides.task))
         recipe = validate(data)
         result = build(recipe, out)
         _print_outcome(result)
@@ -108,10 +112,11 @@ def cmd_build(argv: list[str]) -> int:
 
     import hydra
 
+    from .recipe.deletions import ENV, split_deletions
     from .recipe.load import DEFAULT_RECIPE, RECIPES_MODULE
 
     remeasure = "--remeasure" in argv
-    argv = [a for a in argv if a != "--remeasure"]
+    argv, deletions = split_deletions([a for a in argv if a != "--remeasure"])
     _check_user_recipes(argv)
     main = hydra.main(config_path=f"pkg://{RECIPES_MODULE}", config_name=DEFAULT_RECIPE, version_base="1.3")(_task)
     # Through the environment rather than a global: sweep launchers run builds in other processes (joblib,
@@ -119,6 +124,9 @@ def cmd_build(argv: list[str]) -> int:
     saved_env = os.environ.get("QCOMPILE_REMEASURE")
     if remeasure:
         os.environ["QCOMPILE_REMEASURE"] = "1"
+    saved_deletions = os.environ.pop(ENV, None)
+    if deletions:
+        os.environ[ENV] = ",".join(deletions)  # applied by _task after Hydra composes (see recipe/deletions.py)
     saved = sys.argv
     sys.argv = ["qcompile", *argv]
     try:
@@ -130,6 +138,9 @@ def cmd_build(argv: list[str]) -> int:
         return 2 if code == 1 and not _bug_seen else code
     finally:
         sys.argv = saved
+        os.environ.pop(ENV, None)
+        if saved_deletions is not None:
+            os.environ[ENV] = saved_deletions
         if remeasure:
             if saved_env is None:
                 os.environ.pop("QCOMPILE_REMEASURE", None)

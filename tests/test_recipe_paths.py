@@ -68,3 +68,15 @@ def test_switching_kinds_on_the_command_line_needs_no_yaml(tmp_path, cache_dir):
                    "data=image_folder", "data.path=photos/", "data.labels=null", "data.eval_samples=2",
                    "quant=int8_dynamic", "eval.max_accuracy_drop=null", cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_deleting_a_key_works_whatever_its_value(cache_dir, tmp_path):
+    """`~model.weights` deletes the key even when its value is null (Hydra alone says it does not exist); a key the
+    recipe does not have is exit 2 naming it."""
+    from qcompile.recipe.load import load_recipe
+
+    assert load_recipe("demo", ["model=resnet18", "~model.weights", "data=synthetic"]).model.weights is None
+    r = load_recipe("resnet50_ort_cpu", ["quant=int8_dynamic", "~quant.calibration"])
+    assert r.quant.kind == "dynamic"
+    proc = run_cli("build", "model=resnet18", "~model.no_such_key", cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and "model.no_such_key" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from ..errors import BadInput
+from .deletions import apply_deletions, split_deletions
 from .errors import format_validation_error
 from .files import check_recipe_dir, resolve_relative_paths
 from .schema import Recipe
@@ -53,6 +54,7 @@ def compose(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
         check_recipe_dir(d)
         # As Hydra's own --config-dir does: the user's folder is searched before the packaged recipes.
         search_path.prepend("command-line", f"file://{d.resolve()}")
+    overrides, deletions = split_deletions(overrides)
     GlobalHydra.instance().clear()
     try:
         hydra = Hydra.create_main_hydra2(task_name="qcompile", config_search_path=search_path)
@@ -65,7 +67,8 @@ def compose(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
         raise BadInput(hydra_message(e)) from None
     finally:
         GlobalHydra.instance().clear()
-    return resolve_relative_paths(to_container(cfg), config_dir, config_name, choices, overrides)
+    data = apply_deletions(to_container(cfg), deletions)
+    return resolve_relative_paths(data, config_dir, config_name, choices, overrides)
 
 
 def hydra_message(e: BaseException) -> str:
