@@ -55,6 +55,14 @@ def _decodable(path: Path) -> str | None:
     return None
 
 
+def _open_or_bad_input(path: Path):
+    try:
+        return open_image(path)
+    except _DECODE_ERRORS as e:
+        raise BadInput(f"{path} cannot be decoded as an image ({type(e).__name__}: {str(e)[:120]})",
+                       key="data.path") from None
+
+
 @register
 class ImageFolderData(Step):
     """The user's image files, with labels or without, transformed as the model's preprocessing contract says."""
@@ -87,9 +95,10 @@ class ImageFolderData(Step):
     def run(self, ctx: StepContext, p: ImageFilesParams) -> dict[str, Any]:
         from .data import split
 
-        good = self._good(p)
+        # Preflight decoded every file already when a bad one fails the build: decode each only once more here.
+        good = self._good(p) if p.on_bad_image == "skip" else list(range(len(p.files)))
         eval_pos, _, calib_pos = split(len(good), p.eval_samples, p.calib_samples, p.seed)
-        loaders = [lambda path=path: open_image(path) for path in p.files]
+        loaders = [lambda path=path: _open_or_bad_input(path) for path in p.files]
         write_splits(ctx, loaders, None if p.labels is None else list(p.labels),
                      [good[i] for i in eval_pos], [good[i] for i in calib_pos], p.preprocess, p.input, p.batch_size)
         skipped = [str(p.files[i].name) for i in sorted(set(range(len(p.files))) - set(good))]
