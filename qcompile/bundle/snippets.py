@@ -21,14 +21,21 @@ def _contract(spec: dict[str, Any]) -> tuple[int, int, int, float, list[float], 
     return c, h, w, float(norm["scale"]), [float(m) for m in norm["mean"]], [float(s) for s in norm["std"]]
 
 
+def _steps(spec: dict[str, Any]) -> str:
+    """preprocess.json's steps (decode, colour, resize/crop...) as comment lines: the part done before toChw."""
+    steps = spec.get("steps") or []
+    return "".join(f"//   {i}. {step}\n" for i, step in enumerate(steps, 1)) if steps else ""
+
+
 def kotlin(spec: dict[str, Any]) -> str:
     """An Android (Kotlin) object turning ``Bitmap.getPixels`` ARGB ints into the model's CHW float input."""
     c, h, w, scale, mean, std = _contract(spec)
     floats = ", ".join
     return f"""// {HEADER}
-// Input "{spec['input_name']}": float32 [N, {c}, {h}, {w}] (NCHW). Resize the bitmap to {w}x{h} first, as
+// Input "{spec['input_name']}": float32 [N, {c}, {h}, {w}] (NCHW). Resize (and crop) the bitmap to {w}x{h} first, as
 // preprocess.json says; then run the tensor with OrtSession (ORT Mobile; NNAPI or XNNPACK provider).
-object Preprocess {{
+// preprocess.json's steps:
+{_steps(spec)}object Preprocess {{
     const val INPUT_NAME = "{spec['input_name']}"
     const val CHANNELS = {c}
     const val HEIGHT = {h}
@@ -68,8 +75,9 @@ def swift(spec: dict[str, Any]) -> str:
     floats = ", ".join
     return f"""// {HEADER}
 // Input "{spec['input_name']}": float32 [N, {c}, {h}, {w}] (NCHW). Draw the image into a {w}x{h} RGBA8
-// CGContext first, as preprocess.json says; then run the tensor with ORTSession (ORT Mobile; CoreML or XNNPACK).
-enum Preprocess {{
+// CGContext first (resized and cropped as preprocess.json says); then run the tensor with ORTSession (ORT Mobile;
+// CoreML or XNNPACK). preprocess.json's steps:
+{_steps(spec)}enum Preprocess {{
     static let inputName = "{spec['input_name']}"
     static let channels = {c}
     static let height = {h}
