@@ -8,6 +8,7 @@ Layout under the cache root::
     locks/<key>.lock         per-key locks, so concurrent builds run a step once
     leases/<host>-<pid>-*.json  the keys each running build uses, so gc leaves them alone (see ``lease``)
     memo/                    stat memo of user files
+    verified/ab/<sha256>     stat stamp of a blob when it was last hashed (trusted while unchanged)
     tmp/                     scratch space for running steps and atomic writes
 """
 

@@ -89,7 +89,7 @@ def verify(cache: Cache) -> tuple[int, list[str]]:
     checked = 0
     for digest in list(cache.blobs.iter_digests()):
         checked += 1
-        if not cache.blobs.verify(digest):
+        if not cache.blobs.verify(digest, full=True):
             problems.append(f"blob {digest[:16]} was damaged and is removed")
     for path, rec, problem in list(cache.iter_action_files()):
         checked += 1

@@ -1,0 +1,87 @@
+"""Blobs are hashed once and then trusted by their stat stamp; any write to a blob makes it hashed again, and
+``cache verify`` hashes everything."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from qcompile.cache import Cache, manage
+from qcompile.cache import store as store_mod
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return Cache(tmp_path / "cache")
+
+
+def _blob(cache: Cache, tmp_path, data: bytes = b"model bytes" * 1000) -> str:
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    return cache.blobs.put(src)
+
+
+def _count_hashes(monkeypatch) -> list:
+    calls = []
+    real = store_mod.digest_file
+
+    def counting(path):
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(store_mod, "digest_file", counting)
+    return calls
+
+
+def test_a_stored_blob_is_trusted_without_reading_it(cache, tmp_path, monkeypatch):
+    digest = _blob(cache, tmp_path)
+    fresh = Cache(cache.root)  # another process: only the on-disk stamp is shared
+    calls = _count_hashes(monkeypatch)
+    assert fresh.blobs.verify(digest)
+    fresh.blobs.copy_out(digest, tmp_path / "out" / "model.onnx")
+    assert calls == []
+    assert (tmp_path / "out" / "model.onnx").read_bytes() == b"model bytes" * 1000
+
+
+def test_an_edited_blob_is_hashed_again_and_removed(cache, tmp_path, monkeypatch):
+    digest = _blob(cache, tmp_path)
+    p = cache.blobs.path(digest)
+    before = p.stat()
+    os.chmod(p, 0o644)
+    p.write_bytes(b"x" * before.st_size)  # same size
+    os.utime(p, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime: only ctime tells
+    fresh = Cache(cache.root)
+    calls = _count_hashes(monkeypatch)
+    assert not fresh.blobs.verify(digest)
+    assert len(calls) == 1 and not p.exists()
+    with pytest.raises(store_mod.CorruptBlob):
+        fresh.blobs.copy_out(digest, tmp_path / "copy")
+
+
+def test_copy_out_of_an_untrusted_blob_hashes_it(cache, tmp_path, monkeypatch):
+    digest = _blob(cache, tmp_path)
+    for f in (cache.root / "verified").rglob("*"):
+        if f.is_file():
+            f.unlink()
+    fresh = Cache(cache.root)
+    calls = _count_hashes(monkeypatch)
+    fresh.blobs.copy_out(digest, tmp_path / "a")
+    fresh.blobs.copy_out(digest, tmp_path / "b")
+    assert calls == [] and fresh.blobs.trusted(digest)  # hashed while copying once, then trusted
+
+
+def test_cache_verify_hashes_even_trusted_blobs(cache, tmp_path):
+    digest = _blob(cache, tmp_path)
+    p = cache.blobs.path(digest)
+    os.chmod(p, 0o644)
+    p.write_bytes(b"rotten" + p.read_bytes()[6:])
+    # Bit rot under an unchanged stamp, which stat cannot see: the recorded stamp is made to match.
+    stamp_file = cache.root / "verified" / digest[:2] / digest
+    st = p.stat()
+    stamp_file.write_text(json.dumps([st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]))
+    assert Cache(cache.root).blobs.verify(digest)  # trusted by stamp...
+    checked, problems = manage.verify(Cache(cache.root))  # ...until the full check
+    assert checked >= 1 and any(digest[:16] in line for line in problems)
+    assert not p.exists() and not stamp_file.exists()
