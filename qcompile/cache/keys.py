@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -81,6 +82,7 @@ class StatMemo:
             os.replace(tmp, entry)
 
 
+@functools.lru_cache(maxsize=None)
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -88,6 +90,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name: latency results depend on it, so benchmark keys include it."""
     try:
@@ -99,6 +102,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_isa() -> str:
     """The instruction set that decides ORT's fast int8 kernels: avx512_vnni, avx_vnni, avx2, x86, arm64 or
     other (read from /proc/cpuinfo's flags; no library import)."""

@@ -3,12 +3,15 @@ to the reference's. The signature's task picks the functions; gates read their n
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where used: a fully cached build never loads it
+    import numpy as np
 
 
 def _rows(out: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     return np.asarray(out, dtype=np.float64).reshape(len(out), -1)
 
 
@@ -16,6 +19,8 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-row cosine similarity, scale-invariant: each row is divided by its largest magnitude first, so tiny
     outputs (1e-20) neither underflow nor drown in an epsilon. Two all-zero rows count as identical (1.0), one
     all-zero row against a non-zero one as 0.0."""
+    import numpy as np
+
     a, b = _rows(a), _rows(b)
 
     def unit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +38,8 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _topk(out: np.ndarray, k: int) -> np.ndarray:
+    import numpy as np
+
     rows = _rows(out)
     k = min(k, rows.shape[1])
     return np.argsort(-rows, axis=1, kind="stable")[:, :k]
@@ -46,6 +53,8 @@ def classification_scores(out: np.ndarray, labels: np.ndarray) -> dict[str, floa
 
 def classification_fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     """Agreement with the reference: top-1 agreement, top-5 overlap, output cosine, max abs difference."""
+    import numpy as np
+
     tr, to = _topk(ref, 5), _topk(out, 5)
     overlap = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(tr, to)])
     cos = cosine_rows(ref, out)
@@ -56,6 +65,8 @@ def classification_fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float
 
 def embedding_fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     """Closeness of embeddings: cosine per sample and the max abs difference."""
+    import numpy as np
+
     cos = cosine_rows(ref, out)
     return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
             "max_abs_diff": float(np.abs(_rows(ref) - _rows(out)).max())}
