@@ -47,6 +47,7 @@ class StepOutcome:
     key: str | None
     status: str  # ran | cached | failed | pending | will run
     seconds: float = 0.0
+    peak_mb: float | None = None  # the step's peak resident memory, when it ran (Linux)
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)

@@ -98,7 +98,7 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "status": "gate_failed" if gates else "ok",
         "steps": [{"name": o.name, "kind": o.kind, "key": o.key, "status": o.status,
-                   "seconds": round(o.seconds, 3)} for o in outcomes],
+                   "seconds": round(o.seconds, 3), "peak_mb": o.peak_mb} for o in outcomes],
         "reference": reference,
         "variants": list(variants),
         "schemes": schemes,
@@ -195,9 +195,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         lines.append(f"\n**Gate failed** ({g['step']}): {g['message']}")
     for n in report["notes"]:
         lines.append(f"\nNote: {n}")
-    lines += ["", "## Steps", "", "| step | kind | status | seconds | key |", "|---|---|---|---:|---|"]
+    lines += ["", "## Steps", "", "| step | kind | status | seconds | peak MB | key |", "|---|---|---|---:|---:|---|"]
     for s in report["steps"]:
-        lines.append(f"| {s['name']} | {s['kind']} | {s['status']} | {s['seconds']:.2f} | `{(s['key'] or '')[:12]}` |")
+        peak = f"{s['peak_mb']:.0f}" if s.get("peak_mb") is not None else ""
+        lines.append(f"| {s['name']} | {s['kind']} | {s['status']} | {s['seconds']:.2f} | {peak} | "
+                     f"`{(s['key'] or '')[:12]}` |")
     lines += ["", "## Artifacts", "", "| path | bytes | sha256 |", "|---|---:|---|"]
     for a in report["artifacts"]:
         lines.append(f"| {a['path']} | {a['size_bytes']} | `{a['sha256'][:16]}` |")

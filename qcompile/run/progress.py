@@ -56,16 +56,18 @@ class Reporter:
             self.console.print(f"  [red]✗ gate[/] {outcome.name}: {outcome.gate_error}")
 
     def summary(self, outcomes: list[StepOutcome], title: str = "build") -> None:
-        """The closing table: every step, ran or cached, and its seconds."""
+        """The closing table: every step, ran or cached, its seconds and (when it ran) its peak memory."""
         if self.quiet:
             return
         table = Table(title=title, title_justify="left")
-        for col in ("step", "kind", "status", "seconds", "key"):
-            table.add_column(col, justify="right" if col == "seconds" else "left")
+        for col in ("step", "kind", "status", "seconds", "peak MB", "key"):
+            table.add_column(col, justify="right" if col in ("seconds", "peak MB") else "left")
         colors = {"ran": "green", "cached": "blue", "failed": "red"}
         for o in outcomes:
             c = colors.get(o.status, "white")
-            table.add_row(o.name, o.kind, f"[{c}]{o.status}[/]", f"{o.seconds:.2f}", (o.key or "-")[:12])
+            peak = f"{o.peak_mb:.0f}" if o.peak_mb is not None else ""
+            table.add_row(o.name, o.kind, f"[{c}]{o.status}[/]", f"{o.seconds:.2f}", peak, (o.key or "-")[:12])
         total = sum(o.seconds for o in outcomes)
-        table.add_row("total", "", "", f"{total:.2f}", "", end_section=True)
+        peaks = [o.peak_mb for o in outcomes if o.peak_mb is not None]
+        table.add_row("total", "", "", f"{total:.2f}", f"{max(peaks):.0f}" if peaks else "", "", end_section=True)
         self.console.print(table)

@@ -25,6 +25,7 @@ from ..cache.store import rmtree_quiet
 from ..errors import QcompileError
 from ..graph import Node, Plan, StepOutcome
 from ..steps.base import Step, StepContext, get_step
+from .memory import peak_mb, release_free_memory, reset_peak
 from .progress import Reporter
 
 KEY_SCHEMA = 1
@@ -207,8 +208,10 @@ def _run(node: Node, step: Step, key: str, digests: dict[str, str], names: dict[
     inputs = _stage_inputs(cache, digests, names, workdir)
     ctx = StepContext(inputs=inputs, workdir=workdir, outputs=dict(step.outputs), track_fn=reporter.track)
     t0 = time.perf_counter()
+    measured = reset_peak()
     try:
         result = step.run(ctx, node.params) or {}
+        outcome.peak_mb = peak_mb() if measured else None
         missing = [n for n in step.outputs if not ctx.out(n).is_file()]
         if missing:
             raise RuntimeError(f"step {step.kind} did not write its outputs {missing}")
@@ -230,3 +233,4 @@ def _run(node: Node, step: Step, key: str, digests: dict[str, str], names: dict[
         raise
     finally:
         rmtree_quiet(workdir)
+        release_free_memory()

@@ -122,6 +122,7 @@ class OrtCalibrate(Step):
             fixed = _fixed_batch(calibrator.model)
             first = samples.batch(0, 1)
             per_sample = activation_bytes_per_sample(calibrator.model, first)
+            calibrator.model = None  # the session reads the augmented file; the proto's weights are dead weight
             size = fixed or max(1, min(p.batch_size, budget // max(per_sample, 1)))
             session = _session(calibrator.augmented_model_path)
             if p.method == "minmax":
