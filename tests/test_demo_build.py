@@ -50,7 +50,8 @@ def test_rebuild_is_fully_cached_without_torch(demo, shared_cache):
                    extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
-    assert "torch" not in imported and "onnxruntime" not in imported
+    # A fully cached build imports none of the heavy libraries: they load only when a step runs.
+    assert not imported & {"torch", "torchvision", "onnxruntime", "onnx", "numpy", "PIL"}
     rep = json.loads((work / "second" / "report.json").read_text())
     assert {s["status"] for s in rep["steps"]} == {"cached"}
     assert rep["build_id"] == first["build_id"]
