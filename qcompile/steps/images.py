@@ -143,7 +143,8 @@ def photo(name: str):
 
 @register
 class PhotosData(Step):
-    """scikit-image's real photos, offline: the labelled ones are the evaluation set, the others calibrate."""
+    """scikit-image's real photos, offline, written to a folder at build time and read back as image files: the
+    labelled ones are the evaluation set, the others calibrate."""
 
     kind = "data.photos"
     Params = PhotosParams
@@ -156,7 +157,15 @@ class PhotosData(Step):
         except ImportError:
             raise BadInput("the photos need scikit-image: pip install 'qcompile[images]'", key="data.kind") from None
         names = [*p.labels, *p.unlabelled]
-        loaders = [lambda n=n: photo(n) for n in names]
+        # Written to a folder first, then read back as any image folder is: the photos take the file path users'
+        # images take (PNG is lossless, so the pixels are skimage's).
+        folder = ctx.workdir / "photos"
+        folder.mkdir()
+        paths = []
+        for n in names[:len(p.labels) + p.calib_samples]:
+            paths.append(folder / f"{n}.png")
+            photo(n).save(paths[-1])
+        loaders = [lambda path=path: open_image(path) for path in paths]
         labels = [*p.labels.values(), *([-1] * len(p.unlabelled))]
         eval_idx = list(range(len(p.labels)))
         calib_idx = list(range(len(p.labels), len(p.labels) + p.calib_samples))
