@@ -27,8 +27,12 @@ class EvalSpec(Section):
     max_accuracy_drop: float | None = Field(
         0.01, ge=0, le=1, description="fail the build (exit 3) above this top-1 accuracy drop; needs labelled data "
                                       "(null for data without labels)")
+    max_top5_drop: float | None = Field(
+        None, ge=0, le=1, description="fail the build (exit 3) above this top-5 accuracy drop; needs labelled data")
     min_top1_agreement: float | None = Field(
         None, ge=0, le=1, description="fail the build below this top-1 agreement with FP32 (works without labels)")
+    min_top5_overlap: float | None = Field(
+        None, ge=0, le=1, description="fail the build below this mean top-5 overlap with FP32 (works without labels)")
     min_cosine: float | None = Field(
         None, ge=-1, le=1, description="fail the build below this mean output cosine with FP32 (works without labels)")
     batch_size: PositiveInt = 64

@@ -15,7 +15,8 @@ from .base import Step, StepContext, StepParams, register
 from .metrics import MEASURES, fidelity
 
 # gate key -> (metric, "max" drop of a score | "min" of a fidelity metric)
-GATES = {"max_accuracy_drop": ("top1", "drop"), "min_top1_agreement": ("top1_agreement", "min"),
+GATES = {"max_accuracy_drop": ("top1", "drop"), "max_top5_drop": ("top5", "drop"),
+         "min_top1_agreement": ("top1_agreement", "min"), "min_top5_overlap": ("top5_overlap", "min"),
          "min_cosine": ("cosine_mean", "min")}
 
 
@@ -49,7 +50,7 @@ def unmeasurable_gate(gate: dict[str, Any], task: str, labels: bool) -> tuple[st
         if how == "drop" and metric not in scores:
             return key, f"a {task} model has no {metric} accuracy; set eval.{key}=null"
         if how == "drop" and not labels:
-            return key, ("the data has no labels, so accuracy cannot be compared; set eval.max_accuracy_drop=null "
+            return key, (f"the data has no labels, so accuracy cannot be compared; set eval.{key}=null "
                          "(eval.min_top1_agreement and eval.min_cosine judge without labels)")
         if how == "min" and metric not in fid:
             return key, f"a {task} model has no {metric}; set eval.{key}=null"
