@@ -14,7 +14,7 @@ UserDir = Annotated[DirectoryPath, AfterValidator(lambda p: p.resolve())]
 class Section(BaseModel):
     """Base of every recipe section: immutable, unknown keys refused, NaN and infinity refused in every float."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 class Kind(Section):

@@ -18,7 +18,7 @@ T = TypeVar("T")
 class StepParams(BaseModel):
     """Base for step params: frozen and strict about unknown keys."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 @dataclass

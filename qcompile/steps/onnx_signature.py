@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
 from ..signature import Signature, TensorSpec
+
+_MEMO_VERSION = 1
 
 _DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 3: "int8", 9: "bool"}
 
@@ -60,10 +66,72 @@ def inspect_onnx(path: Path, task: str = "classification",
 
     External files hold the weights of models saved with external data (torch.onnx.export's default): the cache
     key must cover them, or a retrained model with the same graph file would be a stale hit.
+
+    Planning reads this on every build: the answer is remembered by the file's stat stamp (as the cache's stat
+    memo remembers digests), so a cached build neither imports onnx nor parses a 100 MB protobuf again.
     """
+    path = Path(path).resolve()
+    memo = _memo_file(path, task)
+    stamp = _stamp(path)
+    remembered = _recall(memo, path, stamp, task)
+    if remembered is not None:
+        return remembered
+    sig, external = _inspect(path, task, key)
+    _remember(memo, path, stamp, task, sig, external)
+    return sig, external
+
+
+def _inspect(path: Path, task: str, key: str) -> tuple[Signature, tuple[Path, ...]]:
     model = _load(path, key)
     inputs = tuple(_spec(i, key, path) for i in graph_inputs(model))
     outputs = tuple(_spec(o, key, path) for o in model.graph.output)
     if not inputs or not outputs:
         raise BadInput(f"{path} has no inputs or no outputs", key=key)
     return Signature(inputs=inputs, outputs=outputs, task=task), _external_files(model, path, key)
+
+
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _memo_file(path: Path, task: str) -> Path | None:
+    from ..cache import default_cache_dir
+
+    try:
+        root = default_cache_dir() / "memo" / "onnx-signatures"
+    except Exception:  # no usable cache location: inspect every time
+        return None
+    return root / (hashlib.sha256(f"{path}\0{task}".encode()).hexdigest() + ".json")
+
+
+def _recall(memo: Path | None, path: Path, stamp, task: str):
+    if memo is None or stamp is None:
+        return None
+    try:
+        doc = json.loads(memo.read_text())
+        if doc["version"] != _MEMO_VERSION or doc["path"] != str(path) or doc["stamp"] != stamp:
+            return None
+        external = tuple(Path(p) for p in doc["external"])
+        if not all(p.is_file() for p in external):
+            return None
+        return Signature.model_validate(doc["signature"]), external
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remember(memo: Path | None, path: Path, stamp, task: str, sig: Signature, external) -> None:
+    # Not for a file changed within the last seconds: a rewrite within the stamp's resolution would look unchanged.
+    if memo is None or stamp is None or time.time() - stamp[2] / 1e9 < 2.0:
+        return
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": _MEMO_VERSION, "path": str(path), "stamp": stamp, "task": task,
+                                   "signature": sig.model_dump(mode="json"), "external": [str(p) for p in external]}))
+        os.replace(tmp, memo)
+    except OSError:
+        pass
