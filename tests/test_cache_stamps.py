@@ -85,3 +85,24 @@ def test_cache_verify_hashes_even_trusted_blobs(cache, tmp_path):
     checked, problems = manage.verify(Cache(cache.root))  # ...until the full check
     assert checked >= 1 and any(digest[:16] in line for line in problems)
     assert not p.exists() and not stamp_file.exists()
+
+
+def test_onnx_signature_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    import time
+
+    from .conftest import export_tiny_onnx
+    from qcompile.steps import onnx_signature
+
+    monkeypatch.setenv("QCOMPILE_CACHE_DIR", str(tmp_path / "cache"))
+    model = tmp_path / "net.onnx"
+    export_tiny_onnx(model)
+    time.sleep(2.1)  # older than the stamp's racy window, so it may be remembered
+    calls = []
+    real = onnx_signature._inspect
+    monkeypatch.setattr(onnx_signature, "_inspect", lambda *a: calls.append(a) or real(*a))
+    first, _ = onnx_signature.inspect_onnx(model)
+    again, _ = onnx_signature.inspect_onnx(model)
+    assert len(calls) == 1 and again == first
+    export_tiny_onnx(model, batch=4)  # replaced in place by a model with a fixed batch of 4
+    changed, _ = onnx_signature.inspect_onnx(model)
+    assert len(calls) == 2 and changed.inputs[0].shape[0] == 4 != first.inputs[0].shape[0]
