@@ -77,12 +77,24 @@ def test_calibration_change_keeps_export_cached(demo, shared_cache):
     assert status["calibrate"] == status["quantize"] == "ran"
 
 
-def test_same_output_keeps_downstream_cached(demo, shared_cache):
-    """Early cut-off: MinMax ranges do not depend on batching, so a new batch size reruns calibration only."""
+def test_batching_changes_rerun_nothing(demo, shared_cache):
+    """Calibration ranges do not depend on how samples are batched or on the memory budget (tests/test_calibration
+    proves it), so changing either reuses everything."""
     work, _ = demo
-    proc = run_cli("build", "hydra.run.dir=cutoff", "quant.calibration.batch_size=64", cache=shared_cache, cwd=work)
+    proc = run_cli("build", "hydra.run.dir=cutoff", "quant.calibration.batch_size=64",
+                   "quant.calibration.memory_mb=1", cache=shared_cache, cwd=work)
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = {s["name"]: s["status"] for s in json.loads((work / "cutoff" / "report.json").read_text())["steps"]}
+    assert set(status.values()) == {"cached"}
+
+
+def test_same_output_keeps_downstream_cached(demo, shared_cache):
+    """Early cut-off: an option in calibration's key that leaves the ranges unchanged (histogram bins, which MinMax
+    does not use) reruns calibration only; equal ranges keep the quantize step's inputs, so it stays cached."""
+    work, _ = demo
+    proc = run_cli("build", "hydra.run.dir=cutoff2", "quant.calibration.num_bins=1024", cache=shared_cache, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = {s["name"]: s["status"] for s in json.loads((work / "cutoff2" / "report.json").read_text())["steps"]}
     assert status["calibrate"] == "ran"
     assert status["quantize"] == status["evaluate.int8"] == status["benchmark.int8"] == "cached"
 
