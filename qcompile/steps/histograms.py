@@ -205,7 +205,7 @@ def _smooth(x, valid, length, eps: float = 0.0001):
 
     zeros = ((x == 0) & valid).astype(np.float32)
     nonzeros = ((x != 0) & valid).astype(np.float32)
-    n_zeros = np.array([zeros[r, :n].sum() for r, n in enumerate(length)], dtype=np.float32)
+    n_zeros = zeros.sum(axis=1, dtype=np.float32)  # whole numbers below 2**24: exact in any summation order
     n_nonzeros = length - n_zeros
     ok = n_nonzeros > 0
     eps1 = np.where(ok, eps * n_zeros.astype(np.float64) / np.maximum(n_nonzeros, 1), 0.0).astype(np.float32)
