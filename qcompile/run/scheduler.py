@@ -192,9 +192,11 @@ def _stage_inputs(cache: Cache, digests: dict[str, str], names: dict[str, str], 
     for slot, digest in digests.items():
         dest = workdir / "inputs" / slot / names[slot]
         dest.parent.mkdir(parents=True)
+        # A symbolic link, not a hard one: a hard link changes the blob's ctime, and with it the stat stamp that
+        # lets the next build trust the blob without hashing it again.
         try:
-            os.link(cache.blobs.path(digest), dest)
-        except OSError:  # another filesystem, or links not allowed
+            os.symlink(cache.blobs.path(digest), dest)
+        except OSError:  # links not allowed here
             shutil.copyfile(cache.blobs.path(digest), dest)
         staged[slot] = dest
     return staged
