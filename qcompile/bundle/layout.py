@@ -44,7 +44,9 @@ def preprocess_spec(signature: Signature, contract: dict[str, Any] | None) -> di
 
 def _entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     # A fixed timestamp keeps the zip's bytes (and digest) equal for equal content.
-    zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, compress_type=zipfile.ZIP_DEFLATED)
+    # Model weights barely compress (24 -> 22.5 MiB for ResNet-50 INT8) at a second of CPU per build: stored as is.
+    method = zipfile.ZIP_STORED if len(data) > 1 << 20 else zipfile.ZIP_DEFLATED
+    zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, compress_type=method)
 
 
 def write_bundle(dest: Path, model_bytes: bytes, signature: Signature, normalize: dict[str, Any] | None,

@@ -28,7 +28,9 @@ class Bundle(Step):
     """Packs a variant's model, its preprocessing contract, labels, a manifest and a reference runner."""
 
     kind = "package.bundle"
-    version = 3  # 2: signature-driven preprocess.json and manifest; 3: the target's files (.ort, engine, configs)
+    # 2: signature-driven preprocess.json and manifest; 3: the target's files (.ort, engine, configs);
+    # 4: files over 1 MiB stored uncompressed
+    version = 4
     Params = BundleParams
     inputs = ("model",)  # and the target's side files, each input named by its file name in the bundle
     outputs = {"bundle": "bundle.zip"}
