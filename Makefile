@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/olive_job.py
 	$(BIN)/python benchmarks/resnet50_ort_cpu.py
 	$(BIN)/python benchmarks/cached_build.py
 	$(BIN)/python benchmarks/calibration_memory.py
