@@ -90,8 +90,9 @@ def test_cache_verify_hashes_even_trusted_blobs(cache, tmp_path):
 def test_onnx_signature_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
     import time
 
-    from .conftest import export_tiny_onnx
     from qcompile.steps import onnx_signature
+
+    from .conftest import export_tiny_onnx
 
     monkeypatch.setenv("QCOMPILE_CACHE_DIR", str(tmp_path / "cache"))
     model = tmp_path / "net.onnx"

@@ -25,7 +25,12 @@ def test_demo_report(demo):
     assert {s["status"] for s in rep["steps"]} == {"ran"}
     for a in rep["artifacts"]:
         assert (work / "first" / a["path"]).stat().st_size == a["size_bytes"]
-    assert (work / "first" / "report.md").read_text().startswith("# qcompile build")
+    md = (work / "first" / "report.md").read_text()
+    assert md.startswith("# qcompile build")
+    fid = rep["fidelity"]["int8"]
+    assert f"top-5 overlap {fid['top5_overlap'] * 100:.2f}%" in md
+    # Each step that ran has its own peak memory (Linux), and the table carries it.
+    assert all(s["peak_mb"] is None or s["peak_mb"] > 0 for s in rep["steps"]) and "| peak MB |" in md
     lock = json.loads((work / "first" / "qcompile.lock.json").read_text())
     assert lock["build_id"] == rep["build_id"] and set(lock["nodes"]) == {s["name"] for s in rep["steps"]}
 

@@ -184,6 +184,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             lines.append(f"{name}: top-1 accuracy drop {drop * 100:.2f} points on {report['eval_samples']} "
                          "held-out samples.")
         parts = [f"top-1 agreement {fid['top1_agreement'] * 100:.2f}%"] if "top1_agreement" in fid else []
+        if "top5_overlap" in fid:
+            parts.append(f"top-5 overlap {fid['top5_overlap'] * 100:.2f}%")
         parts.append(f"output cosine mean {fid['cosine_mean']:.5f} (min {fid['cosine_min']:.5f})")
         lines.append(f"{name} vs {ref}: " + ", ".join(parts) + ".")
         sp = report["speedup_p50"].get(name) or {}
