@@ -60,16 +60,24 @@ def test_an_edited_blob_is_hashed_again_and_removed(cache, tmp_path, monkeypatch
         fresh.blobs.copy_out(digest, tmp_path / "copy")
 
 
-def test_copy_out_of_an_untrusted_blob_hashes_it(cache, tmp_path, monkeypatch):
+def test_copy_out_of_an_untrusted_blob_hashes_it(cache, tmp_path):
+    """Without a recorded stamp, copying out checks the bytes (a damaged blob is refused) and, when they match,
+    records the stamp so the next use reads nothing."""
     digest = _blob(cache, tmp_path)
     for f in (cache.root / "verified").rglob("*"):
         if f.is_file():
             f.unlink()
     fresh = Cache(cache.root)
-    calls = _count_hashes(monkeypatch)
+    assert not fresh.blobs.trusted(digest)
     fresh.blobs.copy_out(digest, tmp_path / "a")
-    fresh.blobs.copy_out(digest, tmp_path / "b")
-    assert calls == [] and fresh.blobs.trusted(digest)  # hashed while copying once, then trusted
+    assert fresh.blobs.trusted(digest) and Cache(cache.root).blobs.trusted(digest)
+    # Damaged and untrusted again: the copy is refused and the blob removed.
+    p = cache.blobs.path(digest)
+    os.chmod(p, 0o644)
+    p.write_bytes(b"y" * p.stat().st_size)
+    with pytest.raises(store_mod.CorruptBlob):
+        Cache(cache.root).blobs.copy_out(digest, tmp_path / "b")
+    assert not p.exists() and not (tmp_path / "b").exists()
 
 
 def test_cache_verify_hashes_even_trusted_blobs(cache, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
-_RACY_SECONDS = 2.0  # files changed this recently are hashed again next time instead of trusted by stamp
+RACY_SECONDS = 2.0  # files changed this recently are hashed again next time instead of trusted by stamp
 
 
 def canonical_json(obj: Any) -> str:
@@ -25,6 +25,26 @@ def canonical_json(obj: Any) -> str:
 def digest_json(obj: Any) -> str:
     """sha256 hex digest of an object's canonical JSON."""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def stamp_of(st: os.stat_result) -> list[int]:
+    """A file's stat stamp: size, mtime, ctime, inode, device. Any write to the file changes its ctime, which no
+    user call can set back (see ``StatMemo``)."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def stat_stamp(path: Path) -> list[int] | None:
+    """``stamp_of`` the file at ``path``, or None when it cannot be stat'ed."""
+    try:
+        return stamp_of(Path(path).stat())
+    except OSError:
+        return None
+
+
+def racy(stamp: list[int]) -> bool:
+    """True for a file changed within the stamp's resolution: a rewrite then could keep the same stamp (git's
+    "racily clean"), so it must not be trusted by stamp yet."""
+    return time.time() - stamp[2] / 1e9 < RACY_SECONDS
 
 
 def digest_file(path: Path) -> str:
@@ -53,8 +73,7 @@ class StatMemo:
     def digest(self, path: Path) -> str:
         """Content digest of ``path``, from the memo when the file is unchanged."""
         path = Path(path).resolve()
-        st = path.stat()
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+        stamp = stamp_of(path.stat())  # a missing or unreadable file raises, as callers expect
         entry = self.root / (hashlib.sha256(str(path).encode()).hexdigest() + ".json")
         try:
             memo = json.loads(entry.read_text())
@@ -66,9 +85,7 @@ class StatMemo:
         if pending is not None and pending["stamp"] == stamp:
             return pending["digest"]
         digest = digest_file(path)
-        if time.time() - st.st_ctime >= _RACY_SECONDS:
-            # Only files older than the stamp's resolution: a racily clean file (git's term) could be rewritten
-            # within it and keep the same stamp.
+        if not racy(stamp):
             self._pending[entry] = {"path": str(path), "stamp": stamp, "digest": digest}
         return digest
 

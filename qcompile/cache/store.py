@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .keys import digest_file
+from .keys import digest_file, stat_stamp
 
 
 class CorruptBlob(Exception):
@@ -33,19 +33,12 @@ class BlobStore:
         self.stamps = stamps or root.with_name("verified")
         self._trusted: dict[str, list[int]] = {}  # digest -> stamp, hashed by this process
 
-    def _stamp(self, p: Path) -> list[int] | None:
-        try:
-            st = p.stat()
-        except OSError:
-            return None
-        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
-
     def _stamp_file(self, digest: str) -> Path:
         return self.stamps / digest[:2] / digest
 
     def _remember(self, digest: str) -> None:
         """Record that ``digest``'s blob, as it is now on disk, was hashed and matched."""
-        stamp = self._stamp(self.path(digest))
+        stamp = stat_stamp(self.path(digest))
         if stamp is None:
             return
         self._trusted[digest] = stamp
@@ -64,7 +57,7 @@ class BlobStore:
 
     def trusted(self, digest: str) -> bool:
         """True when the blob exists and its stat stamp is the one recorded when it was last hashed."""
-        stamp = self._stamp(self.path(digest))
+        stamp = stat_stamp(self.path(digest))
         if stamp is None:
             return False
         if self._trusted.get(digest) == stamp:

@@ -6,6 +6,7 @@ the mark (``/proc/self/clear_refs``, Linux >= 4.0) before each step gives every 
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -34,11 +35,18 @@ def peak_mb() -> float | None:
 def release_free_memory() -> None:
     """Hand memory a finished step freed back to the OS (glibc keeps freed heap pages otherwise, so every later
     step, and the build's peak, would carry the largest step's memory). A no-op off glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, looked up once (``find_library`` runs ``ldconfig``), or None."""
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None

@@ -56,22 +56,21 @@ def fixed_batch(shape: list) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
+def pad_batch(feed: dict[str, np.ndarray], fixed: int | None) -> dict[str, np.ndarray]:
+    """A batch for a model with a fixed batch size: a short (tail) batch padded by repeating its last sample."""
+    import numpy as np
+
+    if not fixed:
+        return feed
+    return {k: v if len(v) >= fixed else np.concatenate([v, np.repeat(v[-1:], fixed - len(v), axis=0)])
+            for k, v in feed.items()}
+
+
 def model_batches(inputs: dict[str, np.ndarray], batch_size: int, fixed: int | None):
     """(feed, valid rows) covering every sample; a model with a fixed batch gets that size, the tail padded by
     repeating the last sample."""
-    import numpy as np
-
-    size = fixed or batch_size
-    out = []
-    for a, b in batches(count(inputs), size):
-        feed = {}
-        for name, x in inputs.items():
-            chunk = x[a:b]
-            if fixed and len(chunk) < fixed:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
-            feed[name] = chunk
-        out.append((feed, b - a))
-    return out
+    return [(pad_batch({name: x[a:b] for name, x in inputs.items()}, fixed), b - a)
+            for a, b in batches(count(inputs), fixed or batch_size)]
 
 
 def session_fixed_batch(sess) -> int | None:

@@ -12,8 +12,6 @@ step's key: changing them, or building on a machine with less memory, reuses the
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import threading
@@ -21,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import BadInput
-from .arrays import SampleFile, batches
+from .arrays import SampleFile, batches, fixed_batch, pad_batch
 from .base import Step, StepContext, StepParams, register
 from .quiet import quiet
 
@@ -52,7 +50,7 @@ def auto_budget_mb() -> int:
     return max(32, min(256, total // 32 // MiB))
 
 
-def _session(path: str, threads: int = 0):
+def _session(path: str):
     """A session without ORT's memory arena (it keeps the largest batch's memory for the session's life) and
     without graph optimisations (as ORT's calibrators run, so the activations are the ones ORT would see)."""
     import onnxruntime as ort
@@ -60,7 +58,6 @@ def _session(path: str, threads: int = 0):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.enable_cpu_mem_arena = False
-    so.intra_op_num_threads = threads
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
@@ -122,7 +119,8 @@ class OrtCalibrate(Step):
                                                  augmented_model_path=augmented, method=p.method,
                                                  symmetric=p.symmetric)
             calibrator.augment_graph()
-            fixed = _fixed_batch(calibrator.model)
+            fixed = fixed_batch([d.dim_value or d.dim_param for d in
+                                 calibrator.model.graph.input[0].type.tensor_type.shape.dim])
             first = samples.batch(0, 1)
             per_sample = activation_bytes_per_sample(calibrator.model, first)
             calibrator.model = None  # the session reads the augmented file; the proto's weights are dead weight
@@ -144,7 +142,7 @@ class OrtCalibrate(Step):
     def _minmax(self, ctx, calibrator, samples: SampleFile, size: int, fixed: int | None):
         chunks = batches(samples.count, size)
         for a, b in ctx.track(chunks, len(chunks), "calibrate (minmax)"):
-            calibrator.collect_data(_OneBatch(_padded(samples.batch(a, b), fixed)))
+            calibrator.collect_data(_OneBatch(pad_batch(samples.batch(a, b), fixed)))
         return calibrator.compute_data()
 
     def _histograms(self, ctx, p: CalibrateParams, calibrator, session, samples: SampleFile, size: int,
@@ -169,7 +167,7 @@ class OrtCalibrate(Step):
 
         with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
             for a, b in ctx.track(chunks, len(chunks), f"calibrate ({p.method})"):
-                feed = _padded(samples.batch(a, b), fixed)
+                feed = pad_batch(samples.batch(a, b), fixed)
                 values = runner.run(feed, rows=b - a)
                 # Largest first, so the last tensor to finish is a small one.
                 list(pool.map(count, sorted(zip(names, values), key=lambda nv: -nv[1].size)))
@@ -188,8 +186,7 @@ class OrtCalibrate(Step):
                                            scenario="same")
             collector.histogram_dict = {n: (h.absolute(p.num_bins) if absolute else h.signed(p.num_bins))
                                         for n, h in hists.items()}
-            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress
-                cuts = {n: v[:2] for n, v in collector.compute_percentile().items()}
+            cuts = {n: v[:2] for n, v in collector.compute_percentile().items()}  # its prints: `quiet` in run
             method = CalibrationMethod.Percentile
         # Only the range goes to the quantizer; the histograms would make the artifact megabytes of JSON.
         return TensorsData(method, {n: TensorData(lowest=lo, highest=hi) for n, (lo, hi) in cuts.items()})
@@ -242,18 +239,3 @@ class _BoundRunner:
         values = dict(zip(self.computed, bufs))
         values.update((k, v) for k, v in feed.items() if k in self.names)
         return [v[:rows] if v.ndim and v.shape[0] == n else v for v in (values[k] for k in self.names)]
-
-
-def _fixed_batch(model) -> int | None:
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    return dims[0].dim_value if dims and dims[0].dim_value > 0 else None
-
-
-def _padded(feed: dict[str, Any], fixed: int | None) -> dict[str, Any]:
-    """A model with a fixed batch gets the tail batch padded by repeating its last sample."""
-    import numpy as np
-
-    if not fixed:
-        return feed
-    return {k: v if len(v) == fixed else np.concatenate([v, np.repeat(v[-1:], fixed - len(v), axis=0)])
-            for k, v in feed.items()}

@@ -28,7 +28,11 @@ class FineHistogram:
         self.max = -math.inf
         self.abs_min = math.inf
         self.track_abs_min = track_abs_min
-        self.total = 0
+
+    @property
+    def total(self) -> int:
+        """How many values were counted."""
+        return 0 if self.counts is None else int(self.counts.sum())
 
     def update(self, x, scratch: dict[str, Any]) -> None:
         """Count the values of ``x`` (any shape; NaN ignored, as ORT's nanmin/nanmax do)."""
@@ -64,7 +68,6 @@ class FineHistogram:
             counts = np.bincount(idx[keep], minlength=2 * HALF_BINS + 1)
         counts[-2] += counts[-1]
         self.counts += counts[:-1]
-        self.total = int(self.counts.sum())
 
     # ------------------------------------------------------------------ the one-shot histograms
     def signed(self, bins: int):

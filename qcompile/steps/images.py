@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 from ..bundle.preprocess import open_image, preprocess_image
 from ..errors import BadInput
 from ..signature import TensorSpec
-from .arrays import save_samples
+from .arrays import batches, save_samples
 from .base import Step, StepContext, StepParams, register
 
 # What a decoding failure looks like from Pillow: a bad or truncated file, or one it does not know.
@@ -38,7 +38,7 @@ def write_splits(ctx: StepContext, loaders: list[Callable[[], Any]], labels: lis
 
     for split, idx in (("calib", calib_idx), ("eval", eval_idx)):
         x = np.empty((len(idx), *input_spec.sample_shape), dtype=input_spec.dtype)
-        spans = [(a, min(a + batch_size, len(idx))) for a in range(0, len(idx), batch_size)]
+        spans = batches(len(idx), batch_size)
         for a, b in ctx.track(spans, len(spans), f"{split} images"):
             for j in range(a, b):
                 x[j] = preprocess_image(loaders[idx[j]](), spec)

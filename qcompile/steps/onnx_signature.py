@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
+from ..cache.keys import racy, stat_stamp
 from ..errors import BadInput
 from ..signature import Signature, TensorSpec
 
@@ -72,7 +72,7 @@ def inspect_onnx(path: Path, task: str = "classification",
     """
     path = Path(path).resolve()
     memo = _memo_file(path, task)
-    stamp = _stamp(path)
+    stamp = stat_stamp(path)
     remembered = _recall(memo, path, stamp, task)
     if remembered is not None:
         return remembered
@@ -88,14 +88,6 @@ def _inspect(path: Path, task: str, key: str) -> tuple[Signature, tuple[Path, ..
     if not inputs or not outputs:
         raise BadInput(f"{path} has no inputs or no outputs", key=key)
     return Signature(inputs=inputs, outputs=outputs, task=task), _external_files(model, path, key)
-
-
-def _stamp(path: Path) -> list[int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 def _memo_file(path: Path, task: str) -> Path | None:
@@ -124,8 +116,7 @@ def _recall(memo: Path | None, path: Path, stamp, task: str):
 
 
 def _remember(memo: Path | None, path: Path, stamp, task: str, sig: Signature, external) -> None:
-    # Not for a file changed within the last seconds: a rewrite within the stamp's resolution would look unchanged.
-    if memo is None or stamp is None or time.time() - stamp[2] / 1e9 < 2.0:
+    if memo is None or stamp is None or racy(stamp):
         return
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)

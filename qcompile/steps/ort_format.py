@@ -8,9 +8,7 @@ nodes. The ``.ort`` loads in an ordinary ``InferenceSession``, which is how eval
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,21 +22,6 @@ class OrtFormatParams(StepParams):
     optimization_style: str  # Fixed | Runtime
     target_platform: str  # arm | amd64
     fixed_dims: dict[str, int]  # dim_param -> value (empty: shapes stay as they are)
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str):
-    """The converter's own loggers say INFO for every file they write: keep them at WARNING meanwhile."""
-    names = [n for n in list(logging.root.manager.loggerDict) if n == name or n.startswith(name + ".")]
-    loggers = [logging.getLogger(n) for n in names or [name]]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def unsupported_ops(model) -> list[str]:
@@ -140,7 +123,7 @@ class OrtFormat(Step):
         onnx.save(model, str(src))
         style = getattr(OptimizationStyle, p.optimization_style)
         for types, out in ((False, "plain"), (True, "typed")):
-            with quiet("onnxruntime"), _quiet_logger("ort_format_model"):
+            with quiet("onnxruntime", loggers=("ort_format_model",)):
                 convert_onnx_models_to_ort(src, output_dir=ctx.workdir / out, optimization_styles=[style],
                                            target_platform=p.target_platform, enable_type_reduction=types)
         shutil.copyfile(next((ctx.workdir / "plain").glob("*.ort")), ctx.out("model"))

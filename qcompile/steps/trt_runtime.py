@@ -90,29 +90,27 @@ def np_contiguous(x):
     return np.ascontiguousarray(x)
 
 
+class _OnTensorRT:
+    """What the TensorRT evaluate and benchmark steps change in their ORT counterparts: the session and the key."""
+
+    libraries = ("tensorrt", "torch", "numpy")
+
+    def host_facts(self, params) -> dict[str, Any]:
+        return trt_facts()
+
+    def open_session(self, path, runtime: dict[str, Any]):
+        return TrtSession(path, runtime)
+
+
 @register
-class TrtEvaluate(OrtEvaluate):
+class TrtEvaluate(_OnTensorRT, OrtEvaluate):
     """Evaluates an engine with the TensorRT runtime (same outputs and scores as ``evaluate.ort``)."""
 
     kind = "evaluate.tensorrt"
-    libraries = ("tensorrt", "torch", "numpy")
-
-    def host_facts(self, params) -> dict[str, Any]:
-        return trt_facts()
-
-    def open_session(self, path, runtime: dict[str, Any]):
-        return TrtSession(path, runtime)
 
 
 @register
-class TrtBenchmark(OrtBenchmark):
+class TrtBenchmark(_OnTensorRT, OrtBenchmark):
     """Times an engine with the TensorRT runtime, per batch size (copies to and from the GPU included)."""
 
     kind = "benchmark.tensorrt"
-    libraries = ("tensorrt", "torch", "numpy")
-
-    def host_facts(self, params) -> dict[str, Any]:
-        return trt_facts()
-
-    def open_session(self, path, runtime: dict[str, Any]):
-        return TrtSession(path, runtime)
