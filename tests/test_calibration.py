@@ -180,3 +180,25 @@ def test_vectorised_entropy_search_matches_ort():
         ref = collector.get_entropy_threshold((hist, edges, data.min(), data.max(), t), 128)
         got = entropy_threshold(hist, edges, data.min(), data.max(), 128)
         assert (float(got[0]), float(got[1])) == (float(ref[0]), float(ref[1]))
+
+
+def test_relu_histogram_follows_from_its_input():
+    """The derived Relu histogram equals counting max(x, 0) directly, brought to the input's grid."""
+    from qcompile.steps.histograms import _coarsen
+
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.standard_normal(20_000) * 3, rng.standard_normal(20_000)]).astype(np.float32)
+    x[:5] = -40.0  # a negative tail wider than the positive side: the input's grid is coarser
+    for track in (False, True):
+        source, direct = FineHistogram(track), FineHistogram(track)
+        source.update(x, {})
+        direct.update(np.maximum(x, 0), {})
+        derived = source.relu()
+        assert derived.exp > direct.exp
+        assert np.array_equal(derived.counts, _coarsen(direct.counts, derived.exp - direct.exp))
+        assert (derived.min, derived.max, derived.total) == (direct.min, direct.max, direct.total)
+        if track:
+            assert derived.abs_min == direct.abs_min == 0.0
+    positive = FineHistogram(True)
+    positive.update(np.abs(x) + 1, {})
+    assert positive.relu().abs_min == positive.abs_min and np.array_equal(positive.relu().counts, positive.counts)

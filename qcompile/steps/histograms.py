@@ -69,6 +69,23 @@ class FineHistogram:
         counts[-2] += counts[-1]
         self.counts += counts[:-1]
 
+    def relu(self) -> FineHistogram:
+        """The histogram of ``max(x, 0)`` over the values counted here, without counting them again.
+
+        Exact on this grid: every negative bin folds into the bin holding zero, and the extremes follow. The grid
+        may be coarser than counting the Relu's output directly would pick (the input's negative tail sets it),
+        still a power-of-two grid independent of batching.
+        """
+        out = FineHistogram(self.track_abs_min)
+        if self.counts is None:
+            return out
+        out.counts, out.exp = self.counts.copy(), self.exp
+        out.counts[HALF_BINS] += out.counts[:HALF_BINS].sum()
+        out.counts[:HALF_BINS] = 0
+        out.min, out.max = max(self.min, 0.0), max(self.max, 0.0)
+        out.abs_min = self.abs_min if self.min > 0 else 0.0
+        return out
+
     # ------------------------------------------------------------------ the one-shot histograms
     def signed(self, bins: int):
         """(hist, edges, min, max, threshold) as ORT's one-shot ``collect_value`` builds them."""
