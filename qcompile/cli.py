@@ -112,6 +112,7 @@ def cmd_build(argv: list[str]) -> int:
 
     import hydra
 
+    from .compose_once import compose_once
     from .recipe.deletions import ENV, split_deletions
     from .recipe.load import DEFAULT_RECIPE, RECIPES_MODULE
 
@@ -130,7 +131,8 @@ def cmd_build(argv: list[str]) -> int:
     saved = sys.argv
     sys.argv = ["qcompile", *argv]
     try:
-        main()
+        with compose_once(argv):
+            main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         # Hydra itself exits 1 on composition errors (unknown group option, bad override syntax): those are

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..graph import Node, StepOutcome
@@ -33,6 +32,9 @@ class Reporter:
         if self.quiet or not self.console.is_terminal:
             yield from items
             return
+        # Here, not at module level: a fully cached build draws no bar and should not pay for rich.progress.
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         columns = [TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         # transient: the bar disappears when done, leaving the log readable; off a terminal rich stays silent.
         with Progress(*columns, console=self.console, transient=True) as progress:
