@@ -51,13 +51,18 @@ def auto_budget_mb() -> int:
 
 
 def _session(path: str):
-    """A session without ORT's memory arena (it keeps the largest batch's memory for the session's life) and
-    without graph optimisations (as ORT's calibrators run, so the activations are the ones ORT would see)."""
+    """A session without graph optimisations, as ORT's calibrators run it (the activations are the ones ORT
+    would see).
+
+    ORT's memory arena stays on: it keeps the largest batch's memory for the session's life, which was the
+    problem when batches were unbounded; with the batch held to the budget it costs little (ResNet-50, 128
+    samples, default budget: 750 MB peak against 727 MB without) and saves the page faults of fresh pages for
+    every batch (MinMax 24.9 -> 21.4 s, ORT's own calibrator 21.1 s).
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.enable_cpu_mem_arena = False
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
