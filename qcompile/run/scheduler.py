@@ -25,7 +25,7 @@ from ..cache.store import rmtree_quiet
 from ..errors import QcompileError
 from ..graph import Node, Plan, StepOutcome
 from ..steps.base import Step, StepContext, get_step
-from .memory import peak_mb, release_free_memory, reset_peak
+from .memory import StepPeak, release_free_memory
 from .progress import Reporter
 
 KEY_SCHEMA = 1
@@ -210,10 +210,10 @@ def _run(node: Node, step: Step, key: str, digests: dict[str, str], names: dict[
     inputs = _stage_inputs(cache, digests, names, workdir)
     ctx = StepContext(inputs=inputs, workdir=workdir, outputs=dict(step.outputs), track_fn=reporter.track)
     t0 = time.perf_counter()
-    measured = reset_peak()
     try:
-        result = step.run(ctx, node.params) or {}
-        outcome.peak_mb = peak_mb() if measured else None
+        with StepPeak() as peak:
+            result = step.run(ctx, node.params) or {}
+        outcome.peak_mb = peak.mb
         missing = [n for n in step.outputs if not ctx.out(n).is_file()]
         if missing:
             raise RuntimeError(f"step {step.kind} did not write its outputs {missing}")
