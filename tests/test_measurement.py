@@ -343,3 +343,40 @@ def test_cli_remeasure_reruns_exactly_the_benchmarks(cache_dir, tmp_path):
         assert lat["runs"] >= 3 and lat["p50_ci"][0] <= lat["p50"] <= lat["p50_ci"][1]
         assert rep["speedup_verdict"]["int8"]["1"] in ("faster", "slower", "no measurable difference")
     assert "--remeasure" not in (tmp_path / "b" / ".hydra" / "overrides.yaml").read_text()
+
+
+# --- a user file edited while a build reads it ----------------------------------------------------------------
+
+class _FileParams(StepParams):
+    path: str
+
+
+@register
+class _ReadsAndEdits(Step):
+    """Reads a user file, which someone edits before the step is done (the scheduler must notice)."""
+
+    kind = "test.reads_and_edits"
+    Params = _FileParams
+    outputs = {"out": "out.txt"}
+    file_fields = ("path",)
+
+    def run(self, ctx, p):
+        text = Path(p.path).read_text()
+        ctx.out("out").write_text(text.upper())
+        Path(p.path).write_text(text + " edited")  # the user's editor saves mid-build
+        return {}
+
+
+def test_a_user_file_edited_mid_step_is_not_stored_under_its_old_key(tmp_path):
+    from qcompile.cache import Cache
+    from qcompile.errors import BadInput
+    from qcompile.run.scheduler import execute
+
+    user_file = tmp_path / "weights.txt"
+    user_file.write_text("v1")
+    plan = Plan()
+    plan.add(Node("model", _ReadsAndEdits.kind, _FileParams(path=str(user_file))))
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(BadInput, match="changed while the build was reading it"):
+        execute(plan, cache)
+    assert not [p for p in (tmp_path / "cache" / "actions").rglob("*") if p.is_file()]

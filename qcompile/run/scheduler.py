@@ -22,7 +22,7 @@ from ..cache import ActionRecord, Cache
 from ..cache.keys import digest_json, env_fingerprint
 from ..cache.lease import Lease
 from ..cache.store import rmtree_quiet
-from ..errors import QcompileError
+from ..errors import BadInput, QcompileError
 from ..graph import Node, Plan, StepOutcome
 from ..steps.base import Step, StepContext, get_step
 from .memory import StepPeak, release_free_memory
@@ -149,6 +149,19 @@ def _execute(plan: Plan, cache: Cache, reporter: Reporter, lease: Lease, remeasu
     return list(done.values())
 
 
+def _check_files_unchanged(node: Node, step: Step, key: str, digests: dict[str, str], cache: Cache) -> None:
+    """A user file the key was computed from must still be that file once the step has read it: one edited in
+    between would store the new file's result under the old file's key, a stale hit for every later build of
+    the old file. Stat checks only, unless a file did change."""
+    if not step.file_fields or digest_json(key_material(node, step, digests, cache)) == key:
+        return
+    params = node.params.model_dump(mode="json")
+    paths = [v for name in step.file_fields for v in (params.get(name) if isinstance(params.get(name), list)
+                                                      else [params.get(name)]) if v]
+    raise BadInput(f"{', '.join(map(str, paths))} changed while the build was reading it; nothing was stored, "
+                   "run the build again", key=f"{node.name}.{step.file_fields[0]}")
+
+
 def _preflight(plan: Plan, cache: Cache) -> None:
     """Let the steps that read the user's files check them first: a bad weights, ONNX or data file fails the
     build before any step runs, so nothing is written to the cache."""
@@ -214,6 +227,7 @@ def _run(node: Node, step: Step, key: str, digests: dict[str, str], names: dict[
         with StepPeak() as peak:
             result = step.run(ctx, node.params) or {}
         outcome.peak_mb = peak.mb
+        _check_files_unchanged(node, step, key, digests, cache)
         missing = [n for n in step.outputs if not ctx.out(n).is_file()]
         if missing:
             raise RuntimeError(f"step {step.kind} did not write its outputs {missing}")
