@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-STATS = {"compositions": 0}  # counted: a test checks that a plain build composes once
-
 
 @contextlib.contextmanager
 def compose_once(argv: list[str]) -> Iterator[None]:
@@ -35,7 +33,6 @@ def compose_once(argv: list[str]) -> Iterator[None]:
         if memo.get("key") == key:
             memo.pop("key")
             return memo.pop("cfg")
-        STATS["compositions"] += 1
         return stock_compose(self, config_name, overrides, run_mode, with_log_configuration, from_shell,
                              validate_sweep_overrides)
 

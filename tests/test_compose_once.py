@@ -8,11 +8,19 @@ import os
 import subprocess
 import sys
 
-# Runs the CLI in a fresh process and reports how many compositions it made.
+# Runs the CLI in a fresh process and reports how many times Hydra composed a config (counted under
+# compose_once's patch, so both Hydra's own and compose_once's compositions are seen).
 CODE = """
 import atexit, sys
-from qcompile import cli, compose_once
-atexit.register(lambda: print("COMPOSITIONS", compose_once.STATS["compositions"]))
+from hydra._internal.hydra import Hydra
+from qcompile import cli
+count = [0]
+stock = Hydra.compose_config
+def counted(self, *a, **kw):
+    count[0] += 1
+    return stock(self, *a, **kw)
+Hydra.compose_config = counted
+atexit.register(lambda: print("COMPOSITIONS", count[0]))
 cli.main(sys.argv[1:])
 """
 

@@ -63,7 +63,7 @@ class StepPeak:
         after = _hwm_kb()
         if after is None:
             return
-        kb = after if after > self._before else max(self._sampled, 1)
+        kb = after if after > self._before else self._sampled
         self.mb = round(kb / 1024, 1)
 
 

@@ -34,12 +34,9 @@ KEY_SCHEMA = 1
 def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: Cache) -> dict[str, Any]:
     """Everything that can change a node's output, as a JSON-able dict (its digest is the key)."""
     params = node.params.model_dump(mode="json", exclude=set(step.unkeyed))
-    for name in step.file_fields:
-        value = params.get(name)
-        if isinstance(value, list):  # several files (an ONNX model's external data)
-            params[name] = ["sha256:" + cache.memo.digest(Path(v)) for v in value]
-        elif value:
-            params[name] = "sha256:" + cache.memo.digest(Path(value))
+    for name, paths in user_files(params, step).items():
+        digests = ["sha256:" + cache.memo.digest(Path(v)) for v in paths]
+        params[name] = digests if isinstance(params[name], list) else digests[0]
     return {
         "key_schema": KEY_SCHEMA,
         "kind": step.kind,
@@ -48,6 +45,18 @@ def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: C
         "inputs": dict(sorted(input_digests.items())),
         "env": {**env_fingerprint(step.libraries, host=step.host_dependent), **step.host_facts(node.params)},
     }
+
+
+def user_files(params: dict[str, Any], step: Step) -> dict[str, list[str]]:
+    """The user's file paths in a step's params, by field: one path, or several (an ONNX model's external data)."""
+    files = {}
+    for name in step.file_fields:
+        value = params.get(name)
+        if isinstance(value, list):
+            files[name] = value
+        elif value:
+            files[name] = [value]
+    return files
 
 
 def resolve_inputs(node: Node, done: dict[str, StepOutcome]) -> dict[str, str] | None:
@@ -155,9 +164,7 @@ def _check_files_unchanged(node: Node, step: Step, key: str, digests: dict[str, 
     the old file. Stat checks only, unless a file did change."""
     if not step.file_fields or digest_json(key_material(node, step, digests, cache)) == key:
         return
-    params = node.params.model_dump(mode="json")
-    paths = [v for name in step.file_fields for v in (params.get(name) if isinstance(params.get(name), list)
-                                                      else [params.get(name)]) if v]
+    paths = [v for vs in user_files(node.params.model_dump(mode="json"), step).values() for v in vs]
     raise BadInput(f"{', '.join(map(str, paths))} changed while the build was reading it; nothing was stored, "
                    "run the build again", key=f"{node.name}.{step.file_fields[0]}")
 

@@ -42,8 +42,7 @@ def missing_tensorrt() -> str | None:
         found = True
     if not found:
         return f"TensorRT is not installed: {INSTALL}"
-    gpus = NVIDIA_GPUS
-    if not (shutil.which("nvidia-smi") or (os.path.isdir(gpus) and os.listdir(gpus))):
+    if not (shutil.which("nvidia-smi") or (os.path.isdir(NVIDIA_GPUS) and os.listdir(NVIDIA_GPUS))):
         return "no NVIDIA GPU found (nvidia-smi): TensorRT builds and runs engines on NVIDIA GPUs only"
     return None
 
