@@ -13,178 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from .build_command import cmd_build, err, fail, user_os_error
 from .errors import BadInput, QcompileError, as_bad_input
-
-err = Console(stderr=True, highlight=False)
-_bug_seen = False  # set when a build raised something other than a QcompileError
-
-
-def _fail(e: QcompileError) -> int:
-    label = {2: "bad input", 3: "gate failed"}.get(e.exit_code, "error")
-    from rich.markup import escape
-
-    # escape: messages hold brackets ("pip install 'qcompile[ray]'", "std[0]") that rich would read as markup
-    err.print(f"[bold red]qcompile: {label}:[/] {escape(str(e))}", soft_wrap=True)
-    return e.exit_code
-
-
-def _task(cfg) -> None:
-    """Hydra's task function: one build per (multi)run job, in Hydra's output directory."""
-    global _bug_seen
-    import os
-
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from .build import build
-    from .recipe.deletions import ENV, apply_deletions
-    from .recipe.files import resolve_relative_paths
-    from .recipe.load import to_container, validate
-
-    hc = HydraConfig.get()
-    out = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
-    try:
-        user_dir = next((s.path for s in hc.runtime.config_sources if s.provider == "command-line"), None)
-        deletions = [k for k in os.environ.get(ENV, "").split(",") if k]
-        data = resolve_relative_paths(apply_deletions(to_container(cfg), deletions), user_dir, hc.job.config_name,
-                                      dict(hc.runtime.choices), list(hc.overrides.task))
-        recipe = validate(data)
-        result = build(recipe, out)
-        _print_outcome(result)
-    except Exception as e:
-        if isinstance(e, OSError) and as_bad_input(e) is not None:
-            e = _user_os_error(e)  # a full disk, a read-only cache: the user's to fix, no traceback
-        if not isinstance(e, QcompileError):
-            # A bug: show the traceback, and mark it so the exit code stays 1 (see cmd_build).
-            import traceback
-
-            traceback.print_exc()
-            _bug_seen = True
-            e = QcompileError(f"{type(e).__name__}: {e}")
-        code = _fail(e)
-        if multirun:
-            from .report.sweep import record_failure
-
-            record_failure(out, e, list(hc.overrides.task))
-            return  # the other variants go on; the sweep's exit code is the worst job's
-        if isinstance(e, BadInput):
-            from .build.rundir import abandon
-
-            abandon(out)  # removes the folder only when this build created it
-        raise SystemExit(code) from None
-
-
-def _user_os_error(e: OSError) -> BadInput:
-    from .cache import default_cache_dir
-
-    return as_bad_input(e, default_cache_dir())  # type: ignore[return-value]
-
-
-def _print_outcome(result) -> None:
-    from .report.build_report import speed_text
-
-    r = result.report
-    m, ref = r["metrics"], r["reference"]
-    parts = [f"built {r['recipe']} [bold]{r['build_id']}[/] in {result.out_dir}"]
-    for name in r["variants"]:
-        if name == ref:
-            continue
-        acc = m[name]["accuracy"]
-        if acc is not None:
-            parts.append(f"{name} accuracy {acc * 100:.2f}% ({ref} {m[ref]['accuracy'] * 100:.2f}%)")
-        verdicts = (r.get("speedup_verdict") or {}).get(name) or {}
-        if r["speedup_p50"].get(name):
-            # The verdict, not the bare ratio: a ratio of 0.84 printed as "faster" is the mistake this avoids.
-            parts.append(f"{name} latency " + ", ".join(f"at batch {bs}: {speed_text(s, verdicts.get(bs), ref)}"
-                                                        for bs, s in r["speedup_p50"][name].items()))
-        if m[ref]["size_bytes"] and m[name]["size_bytes"]:
-            parts.append(f"{m[ref]['size_bytes'] / m[name]['size_bytes']:.1f}x smaller")
-    Console(highlight=False).print("qcompile: " + ", ".join(parts), soft_wrap=True)
-
-
-def cmd_build(argv: list[str]) -> int:
-    """``qcompile build``: hand the arguments to Hydra; return the exit code.
-
-    ``--remeasure`` (ours, not Hydra's) re-runs the measurement steps even when cached; the rest is Hydra's.
-    """
-    import os
-
-    import hydra
-
-    from .compose_once import compose_once
-    from .recipe.deletions import ENV, split_deletions
-    from .recipe.load import DEFAULT_RECIPE, RECIPES_MODULE
-
-    remeasure = "--remeasure" in argv
-    argv, deletions = split_deletions([a for a in argv if a != "--remeasure"])
-    _check_user_recipes(argv)
-    main = hydra.main(config_path=f"pkg://{RECIPES_MODULE}", config_name=DEFAULT_RECIPE, version_base="1.3")(_task)
-    # Through the environment rather than a global: sweep launchers run builds in other processes (joblib,
-    # submitit, SLURM), which inherit the environment. build() reads QCOMPILE_REMEASURE.
-    saved_env = os.environ.get("QCOMPILE_REMEASURE")
-    if remeasure:
-        os.environ["QCOMPILE_REMEASURE"] = "1"
-    saved_deletions = os.environ.pop(ENV, None)
-    if deletions:
-        os.environ[ENV] = ",".join(deletions)  # applied by _task after Hydra composes (see recipe/deletions.py)
-    saved = sys.argv
-    sys.argv = ["qcompile", *argv]
-    try:
-        with compose_once(argv):
-            main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        # Hydra itself exits 1 on composition errors (unknown group option, bad override syntax): those are
-        # bad input. Our task exits 1 only for a bug, and says so through _bug_seen.
-        return 2 if code == 1 and not _bug_seen else code
-    finally:
-        sys.argv = saved
-        os.environ.pop(ENV, None)
-        if saved_deletions is not None:
-            os.environ[ENV] = saved_deletions
-        if remeasure:
-            if saved_env is None:
-                os.environ.pop("QCOMPILE_REMEASURE", None)
-            else:
-                os.environ["QCOMPILE_REMEASURE"] = saved_env
-    from .report import sweep
-
-    return sweep.LAST_SWEEP_EXIT_CODE  # 0 after a single build or an all-green sweep
-
-
-def _check_user_recipes(argv: list[str]) -> None:
-    """Name a broken file in the user's recipe folder before Hydra parses it (its errors are tracebacks), and
-    say which extra a launcher needs before Hydra fails to load it."""
-    from .recipe.files import check_recipe_dir
-
-    for i, arg in enumerate(argv):
-        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
-            check_recipe_dir(argv[i + 1])
-        elif arg.startswith("--config-dir="):
-            check_recipe_dir(arg.split("=", 1)[1])
-        elif arg.startswith("hydra/launcher="):
-            _check_launcher(arg.split("=", 1)[1])
-
-
-# Launcher recipe -> (plugin module it needs, extra that installs it).
-LAUNCHERS = {"parallel": ("hydra_plugins.hydra_joblib_launcher", "sweep"),
-             "local_jobs": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
-             "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
-             "ray_cluster": ("hydra_plugins.hydra_ray_launcher", "ray")}
-
-
-def _check_launcher(name: str) -> None:
-    import importlib.util
-
-    need = LAUNCHERS.get(name)
-    try:
-        missing = need is not None and importlib.util.find_spec(need[0]) is None
-    except ModuleNotFoundError:  # not even the hydra_plugins namespace
-        missing = True
-    if need and missing:
-        raise BadInput(f"hydra/launcher={name} needs the {need[1]!r} extra: pip install 'qcompile[{need[1]}]'",
-                       key="hydra/launcher")
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -320,10 +150,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
             raise BadInput(f"{args.max_size!r} is not a size (e.g. 500MB, 20GB, 1.5GiB)", key="--max-size") from None
         res = manage.gc(cache, args.older_than, max_bytes,
                         include_kept=args.include_kept, dry_run=args.dry_run)
+        memos = 0
+        if args.older_than is not None:
+            from .compose_memo import prune
+
+            memos = prune(args.older_than, dry_run=args.dry_run, cache_dir=cache.root)
         verb = "would remove" if args.dry_run else "removed"
         out.print(f"{verb} {res.removed_records} records, {res.removed_blobs} blobs ({res.freed_bytes:,} B), "
-                  f"{res.removed_tmp} scratch entries; kept {res.kept_builds} builds with lockfiles on disk "
-                  f"and what {res.running_builds} running builds hold")
+                  f"{res.removed_tmp} scratch entries, {memos} composition memos; kept {res.kept_builds} builds "
+                  f"with lockfiles on disk and what {res.running_builds} running builds hold")
         if res.missed_target:
             held = "running builds" if args.include_kept else "kept builds (use --include-kept) or running builds"
             held += ", or written in the last hour"
@@ -396,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                             "run": cmd_run}
                 code = handlers[args.verb](args)
         except QcompileError as e:
-            code = _fail(e)
+            code = fail(e)
         except OSError as e:
             if as_bad_input(e) is None:
                 raise
-            code = _fail(_user_os_error(e))
+            code = fail(user_os_error(e))
     except KeyboardInterrupt as e:
         # The step in flight recorded nothing and removed its scratch folder; finished steps stay cached.
         how = "terminated" if isinstance(e, Terminated) else "interrupted"
