@@ -7,14 +7,17 @@ as Hydra users expect); the other verbs parse their own. Exit codes: 0 built, 1 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from .build_command import cmd_build, err, fail, user_os_error
 from .errors import BadInput, QcompileError, as_bad_input
+
+if TYPE_CHECKING:  # argparse costs 30 ms to import: a cached `qcompile build` never parses with it
+    import argparse
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -178,6 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb but ``build`` (whose arguments belong to Hydra)."""
+    import argparse
+
     from . import __version__
 
     p = argparse.ArgumentParser(prog="qcompile", description="Declarative compiler for quantized model deployment.")

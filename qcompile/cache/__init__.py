@@ -20,13 +20,14 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock
+from typing import TYPE_CHECKING, Any
 
 from .keys import StatMemo, canonical_json, digest_json
 from .lease import Lease
 from .store import BlobStore, CorruptBlob
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 
 def default_cache_dir() -> Path:
@@ -103,6 +104,8 @@ class Cache:
 
     def lock(self, key: str) -> FileLock:
         """A cross-process lock for one step key (blocks while another build runs that step)."""
+        from filelock import FileLock  # here: a fully cached build takes no lock
+
         d = self.root / "locks"
         d.mkdir(parents=True, exist_ok=True)
         return FileLock(str(d / f"{key}.lock"))

@@ -14,9 +14,7 @@ import time
 import traceback
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING, Any
 
 from ..cache import ActionRecord, Cache
 from ..cache.keys import digest_json, env_fingerprint
@@ -27,6 +25,9 @@ from ..graph import Node, Plan, StepOutcome
 from ..steps.base import Step, StepContext, get_step
 from .memory import StepPeak, release_free_memory
 from .progress import Reporter
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 KEY_SCHEMA = 1
 
@@ -182,6 +183,8 @@ def _preflight(plan: Plan, cache: Cache) -> None:
 
 def _host_lock() -> FileLock:
     """A lock local to this machine (not in the cache, which a cluster may share across machines)."""
+    from filelock import FileLock  # here: a fully cached build takes no lock
+
     # mode 0o666: the first user to take it creates the file, and every other user of the machine must open it too.
     return FileLock(os.path.join(tempfile.gettempdir(), "qcompile-measurement.lock"), mode=0o666)
 
@@ -189,6 +192,8 @@ def _host_lock() -> FileLock:
 @contextmanager
 def _locked(cache: Cache, key: str, node: Node, reporter: Reporter):
     """Hold the key's lock; say so when another build holds it, since the wait can be long."""
+    from filelock import Timeout
+
     lock = cache.lock(key)
     try:
         lock.acquire(timeout=0)
