@@ -14,7 +14,8 @@ from .errors import BadInput, QcompileError, as_bad_input
 
 err = Console(stderr=True, highlight=False)
 _bug_seen = False  # set when a build raised something other than a QcompileError
-_memo: tuple[str, float] | None = None  # (memo key, start time) of the plain build Hydra runs, for compose_memo
+_memo = None  # compose_memo's Probe of the plain build Hydra runs, to record its composition
+_warned = False  # whether composing showed a warning (a memo would not show it again)
 
 
 def fail(e: QcompileError) -> int:
@@ -44,15 +45,14 @@ def cmd_build(argv: list[str]) -> int:
     import os
     import time
 
-    from .compose_memo import lookup, memo_key
+    from .compose_memo import lookup, probe
     from .recipe.deletions import ENV, split_deletions
 
     started = time.time()
     remeasure = "--remeasure" in argv
     argv, deletions = split_deletions([a for a in argv if a != "--remeasure"])
-    key = memo_key(argv, deletions)
-    memo = lookup(key) if key else None
-    _memo = (key, started) if key else None
+    _memo = probe(argv, deletions, started)  # before Hydra reads anything: an edit racing it is a miss, not stale
+    memo = lookup(_memo) if _memo else None
     # Through the environment rather than a global: sweep launchers run builds in other processes (joblib,
     # submitit, SLURM), which inherit the environment. build() reads QCOMPILE_REMEASURE.
     saved_env = os.environ.get("QCOMPILE_REMEASURE")
@@ -92,6 +92,9 @@ def cmd_build(argv: list[str]) -> int:
 
 
 def _run_hydra(argv: list[str]) -> None:
+    global _warned
+    import warnings
+
     import hydra
 
     from .compose_once import compose_once
@@ -99,8 +102,19 @@ def _run_hydra(argv: list[str]) -> None:
 
     _check_user_recipes(argv)
     main = hydra.main(config_path=f"pkg://{RECIPES_MODULE}", config_name=DEFAULT_RECIPE, version_base="1.3")(_task)
-    with compose_once(argv):
-        main()
+    shown = warnings.showwarning
+
+    def show(*args, **kwargs):
+        global _warned
+        _warned = True
+        shown(*args, **kwargs)
+
+    _warned, warnings.showwarning = False, show
+    try:
+        with compose_once(argv):
+            main()
+    finally:
+        warnings.showwarning = shown
 
 
 def _check_user_recipes(argv: list[str]) -> None:
@@ -150,10 +164,10 @@ def _task(cfg) -> None:
     user_dir = next((s.path for s in hc.runtime.config_sources if s.provider == "command-line"), None)
 
     def remember(recipe: dict) -> None:
-        if _memo is not None and not multirun:
+        if _memo is not None and not multirun and not _warned:
             from .compose_memo import record
 
-            record(*_memo, cfg, hc, out, recipe, user_dir)
+            record(_memo, cfg, hc, out, recipe, user_dir)
 
     _run_task(lambda: to_container(cfg), user_dir, hc.job.config_name, dict(hc.runtime.choices),
               list(hc.overrides.task), out, multirun, remember)

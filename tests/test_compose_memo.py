@@ -8,10 +8,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from .test_trust import tiny_recipes
 
@@ -31,20 +31,12 @@ def build(*args: str, cache: Path, cwd: Path, env: dict | None = None) -> tuple[
     return proc, proc.stdout.rsplit("HYDRA_IMPORTED", 1)[1].split()[0] == "True"
 
 
-def settle() -> None:
-    """Let the files just written age past the racy window: a memo is recorded only from files older than it."""
-    from qcompile.cache.keys import RACY_SECONDS
-
-    time.sleep(RACY_SECONDS + 0.1)
-
-
 def lock(out: Path) -> dict:
     return json.loads((out / "qcompile.lock.json").read_text())
 
 
 def test_a_rebuild_skips_hydra_and_writes_what_hydra_writes(tmp_path, cache_dir):
     args = tiny_recipes(tmp_path, y=np.arange(40) % 10)
-    settle()
     first, hydra_ran = build(*args, "hydra.run.dir=first", cache=cache_dir, cwd=tmp_path)
     assert first.returncode == 0 and hydra_ran, first.stderr[-3000:]
     assert len(list((cache_dir / "compose").glob("*.json"))) == 1
@@ -75,7 +67,6 @@ def test_any_change_to_what_was_composed_composes_again(tmp_path, cache_dir):
     args = tiny_recipes(tmp_path, y=np.arange(40) % 10)
     top = tmp_path / "recipes" / "tiny.yaml"
     top.write_text(top.read_text().replace("_self_]", "{optional eval: extra}, _self_]"))  # no such file yet
-    settle()
     assert build(*args, cache=cache_dir, cwd=tmp_path)[0].returncode == 0
     proc, hydra_ran = build(*args, cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 0 and not hydra_ran
@@ -92,7 +83,6 @@ def test_any_change_to_what_was_composed_composes_again(tmp_path, cache_dir):
     assert lock(newest)["recipe"]["bench"]["iterations"] == 4
 
     # A new file in the user's folder: the optional group option the recipe names now exists.
-    settle()
     assert build(*args, cache=cache_dir, cwd=tmp_path)[0].returncode == 0  # records the memo
     assert not build(*args, cache=cache_dir, cwd=tmp_path)[1]
     (recipes / "eval").mkdir()
@@ -103,15 +93,59 @@ def test_any_change_to_what_was_composed_composes_again(tmp_path, cache_dir):
     assert lock(newest)["recipe"]["eval"]["min_cosine"] == 0.5
 
 
-def test_a_recipe_that_reads_the_environment_is_never_memoized(tmp_path, cache_dir):
+@pytest.mark.parametrize("where", ["recipe", "defaults list"])
+def test_a_recipe_that_reads_the_environment_is_never_memoized(where, tmp_path, cache_dir):
     args = tiny_recipes(tmp_path, y=np.arange(40) % 10)
-    top = tmp_path / "recipes" / "tiny.yaml"
-    top.write_text(top.read_text().replace("name: tiny", "name: ${oc.env:QC_TEST_NAME}"))
-    settle()
-    for name in ("alpha", "beta", "gamma"):
+    recipes = tmp_path / "recipes"
+    top = recipes / "tiny.yaml"
+    if where == "recipe":
+        top.write_text(top.read_text().replace("name: tiny", "name: ${oc.env:QC_TEST_NAME}"))
+    else:  # the data option comes from the environment: Hydra drops the defaults list from what it composes
+        data = (recipes / "data" / "tiny.yaml").read_text()
+        for name, n in (("alpha", 8), ("beta", 12), ("gamma", 16)):
+            (recipes / "data" / f"{name}.yaml").write_text(data.replace("eval_samples: 16", f"eval_samples: {n}"))
+        top.write_text(top.read_text().replace("{data: tiny}", "{data: '${oc.env:QC_TEST_NAME}'}"))
+    for name in ("alpha", "alpha", "beta", "gamma"):
         proc, hydra_ran = build(*args, cache=cache_dir, cwd=tmp_path, env={"QC_TEST_NAME": name})
         assert proc.returncode == 0 and hydra_ran, proc.stderr[-3000:]
-        assert (tmp_path / "qcompile-out" / name).is_dir()
+        if where == "recipe":
+            assert (tmp_path / "qcompile-out" / name).is_dir()
+        else:
+            newest = max((tmp_path / "qcompile-out" / "tiny").iterdir())
+            assert lock(newest)["recipe"]["data"]["eval_samples"] == {"alpha": 8, "beta": 12, "gamma": 16}[name]
+    assert not list((cache_dir / "compose").glob("*.json"))
+
+
+def test_edits_behind_a_symlinked_group_folder_are_seen(tmp_path, cache_dir):
+    args = tiny_recipes(tmp_path, y=np.arange(40) % 10)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (tmp_path / "recipes" / "data").rename(shared / "data")
+    (tmp_path / "recipes" / "data").symlink_to(shared / "data")
+    assert build(*args, cache=cache_dir, cwd=tmp_path)[0].returncode == 0
+    assert not build(*args, cache=cache_dir, cwd=tmp_path)[1]
+    f = shared / "data" / "tiny.yaml"
+    f.write_text(f.read_text().replace("eval_samples: 16", "eval_samples: 24"))
+    proc, hydra_ran = build(*args, cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 0 and hydra_ran, proc.stderr[-3000:]
+    newest = max((tmp_path / "qcompile-out" / "tiny").iterdir())
+    assert lock(newest)["recipe"]["data"]["eval_samples"] == 24
+
+
+def test_what_a_memo_could_not_repeat_is_never_memoized(tmp_path, cache_dir):
+    """A log file named after the run folder (resolved once, it would point at the first run's folder), and a
+    composition that warns (a memo would not warn again)."""
+    args = tiny_recipes(tmp_path, y=np.arange(40) % 10)
+    top = tmp_path / "recipes" / "tiny.yaml"
+    top.write_text(top.read_text() + "hydra: {job_logging: {handlers: {file: {filename: '${hydra.run.dir}/mine.log'}}}}\n")
+    for _ in range(2):
+        proc, hydra_ran = build(*args, cache=cache_dir, cwd=tmp_path)
+        assert proc.returncode == 0 and hydra_ran, proc.stderr[-3000:]
+    assert all((run / "mine.log").exists() for run in (tmp_path / "qcompile-out" / "tiny").iterdir())
+    top.write_text(top.read_text().replace(", _self_]", "]"))  # Hydra warns: the defaults list lacks _self_
+    for _ in range(2):
+        proc, hydra_ran = build(*args, cache=cache_dir, cwd=tmp_path)
+        assert proc.returncode == 0 and hydra_ran and "_self_" in proc.stderr, proc.stderr[-3000:]
     assert not list((cache_dir / "compose").glob("*.json"))
 
 
@@ -128,7 +162,6 @@ def test_relative_paths_are_resolved_again_on_a_memoized_build(tmp_path, cache_d
     (shared / "current").symlink_to("v1")
     data = tmp_path / "recipes" / "data" / "tiny.yaml"
     data.write_text(data.read_text().replace(f"path: {tmp_path}/data.npz", "path: ../../shared/current/data.npz"))
-    settle()
     assert build(*args, cache=cache_dir, cwd=tmp_path)[0].returncode == 0
     proc, hydra_ran = build(*args, cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 0 and not hydra_ran
@@ -142,7 +175,6 @@ def test_relative_paths_are_resolved_again_on_a_memoized_build(tmp_path, cache_d
 
 def test_memo_off_and_sweeps_always_run_hydra(tmp_path, cache_dir):
     args = tiny_recipes(tmp_path, y=np.arange(40) % 10)
-    settle()
     assert build(*args, cache=cache_dir, cwd=tmp_path)[0].returncode == 0
     proc, hydra_ran = build(*args, cache=cache_dir, cwd=tmp_path, env={"QCOMPILE_COMPOSE_MEMO": "0"})
     assert proc.returncode == 0 and hydra_ran
