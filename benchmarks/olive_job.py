@@ -186,7 +186,7 @@ def job_table(work: Path, rows: list) -> Path:
     t, rss, _ = qcompile_build(recipes, cache, runs, same, "quant.per_channel=false")
     rows.append(("qcompile, per_channel changed", t, rss, "reruns quantize, int8 evaluate/benchmark/compare, bundle"))
     print(rows[-3:], flush=True)
-    lock = json.loads(next((runs / "qcompile-out" / "job").glob("*/qcompile.lock.json")).read_text())
+    lock = json.loads(next((runs / "qcompile-out").glob("*/*/qcompile.lock.json")).read_text())
     digest = lock["nodes"]["optimize"]["outputs"]["model"]
     return cache / "blobs" / digest[:2] / digest
 
