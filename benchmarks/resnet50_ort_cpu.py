@@ -40,15 +40,18 @@ def main() -> None:
         print(f"{'':<20} top-1 agreement {fid['top1_agreement']:.3f}, cosine {fid['cosine_mean']:.4f}, "
               f"size {m['fp32']['size_bytes'] / 2**20:.1f} MiB -> {m['int8']['size_bytes'] / 2**20:.1f} MiB")
 
-    # The fully cached rebuild, through the CLI as a user runs it, in a fresh process.
+    # The fully cached rebuild, through the CLI as a user runs it, in a fresh process: the same command line twice
+    # in one folder (the first composes with Hydra unless an earlier build left a memo; the second uses it).
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, "-X", "importtime", "-m", "qcompile", "build", "--config-name",
-               "resnet50_ort_cpu", *common, f"hydra.run.dir={d}/out"]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-        dt = time.perf_counter() - t0
-    torch_loaded = any(line.rstrip().endswith(" torch") for line in proc.stderr.splitlines())
-    print(f"\nfully cached rebuild: {dt:.2f} s (exit {proc.returncode}, torch imported: {torch_loaded})")
+               "resnet50_ort_cpu", *common]
+        for attempt in ("first", "again"):
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), cwd=d)
+            dt = time.perf_counter() - t0
+            loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+            print(f"\nfully cached rebuild ({attempt}): {dt:.2f} s (exit {proc.returncode}, torch imported: "
+                  f"{'torch' in loaded}, hydra imported: {'hydra' in loaded})")
 
 
 if __name__ == "__main__":
