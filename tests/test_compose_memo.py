@@ -180,3 +180,24 @@ def test_memo_off_and_sweeps_always_run_hydra(tmp_path, cache_dir):
     assert proc.returncode == 0 and hydra_ran
     proc, hydra_ran = build(*args, "-m", "bench.iterations=3", cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 0 and hydra_ran, proc.stderr[-3000:]
+
+
+def test_code_is_compared_by_stamp_and_listing_bytecode_aside(tmp_path):
+    """Python writing a package's first bytecode folder keeps the memo; a module added, removed or edited does not."""
+    from qcompile.compose_memo.sources import code_stamps, stamps_unchanged
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("x = 1\n")
+    stamps = code_stamps([str(pkg)])
+    (pkg / "__pycache__").mkdir()
+    (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0" * 16)
+    assert stamps_unchanged(stamps)
+    (pkg / "b.py").write_text("y = 2\n")
+    assert not stamps_unchanged(stamps)
+    (pkg / "b.py").unlink()
+    assert stamps_unchanged(stamps)
+    st = (pkg / "a.py").stat()
+    (pkg / "a.py").write_text("x = 2\n")
+    os.utime(pkg / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns))  # the same size and mtime: the ctime tells
+    assert not stamps_unchanged(stamps)

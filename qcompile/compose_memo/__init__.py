@@ -42,7 +42,7 @@ from .sources import code_roots, code_stamps, config_tree, recent_change, shadow
 
 __all__ = ["Composed", "Probe", "lookup", "probe", "prune", "record", "start_run"]
 
-FORMAT = 2
+FORMAT = 3
 OFF_ENV = "QCOMPILE_COMPOSE_MEMO"
 _VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn"}
 
@@ -174,7 +174,7 @@ def _inputs(p: Probe, hc: Any) -> dict[str, Any] | None:
     if any(t["resolvers"] for t in trees.values()):
         return None
     stamps = code_stamps(code)
-    if any(s is not None and s[2] / 1e9 >= p.started - RACY_SECONDS for _, s in stamps):
+    if any(isinstance(s, list) and s[2] / 1e9 >= p.started - RACY_SECONDS for _, s in stamps):
         return None
     return {"trees": trees, "stamps": stamps, "shadows": shadows()}
 

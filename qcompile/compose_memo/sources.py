@@ -100,28 +100,36 @@ def code_roots() -> list[str]:
 
 
 def code_stamps(roots: list[str]) -> list[list[Any]]:
-    """[path, stamp] of every file and folder under ``roots`` (bytecode caches aside), and of the path hooks in
-    ``sys.path`` folders (``.pth`` files, editable-install finders)."""
+    """[path, stamp] of every file under ``roots`` and of the path hooks in ``sys.path`` folders (``.pth`` files,
+    editable-install finders); [path, {"names": listing}] of every folder, bytecode caches left out (so Python
+    writing a package's first ``__pycache__`` changes nothing)."""
     seen: dict[str, Any] = {}
     for d, names in shadows().items():
         for n in names:
             if n.endswith(".pth") or n.startswith("__editable__"):
                 seen[os.path.join(d, n)] = stat_stamp(Path(d, n))
     for root in roots:
-        seen[root] = stat_stamp(Path(root))
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            seen[dirpath] = stat_stamp(Path(dirpath))
-            for f in sorted(filenames):
-                if not f.endswith((".pyc", ".pyo")):
-                    p = os.path.join(dirpath, f)
-                    seen[p] = stat_stamp(Path(p))
+            files = sorted(f for f in filenames if not f.endswith((".pyc", ".pyo")))
+            seen[dirpath] = {"names": sorted(dirnames + files)}
+            for f in files:
+                p = os.path.join(dirpath, f)
+                seen[p] = stat_stamp(Path(p))
     return [[p, s] for p, s in seen.items()]
 
 
 def stamps_unchanged(stamps: list[list[Any]]) -> bool:
-    """Whether every recorded stamp is still what it was (a missing path still missing)."""
+    """Whether every recorded stamp or folder listing is still what it was (a missing path still missing)."""
     for path, stamp in stamps:
+        if isinstance(stamp, dict):
+            try:
+                names = os.listdir(path)
+            except OSError:
+                return False
+            if sorted(n for n in names if n != "__pycache__" and not n.endswith((".pyc", ".pyo"))) != stamp["names"]:
+                return False
+            continue
         try:
             st = os.stat(path)
         except OSError:
