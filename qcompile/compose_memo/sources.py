@@ -3,8 +3,9 @@
 Recipe folders (the user's ``--config-dir``, the packaged recipes, ``hydra.searchpath`` additions) are small, so
 they are compared by content: every ``.yaml``/``.yml`` file's sha256 and every folder's listing, following
 symlinks as Hydra does. Content does not depend on clocks, timestamp granularity or a network filesystem's
-attribute cache. Code (qcompile, Hydra, OmegaConf, PyYAML, antlr4, Hydra's plugins) is compared by stat stamp
-(size, mtime, ctime, inode, device) of every file and folder: hashing it all would cost more than composing.
+attribute cache. Code (qcompile, Hydra, OmegaConf, PyYAML, antlr4, Hydra's plugins) is compared by the stat
+stamp (size, mtime, ctime, inode, device) of every file and the listing of every folder: hashing it all would cost
+more than composing.
 """
 
 from __future__ import annotations
