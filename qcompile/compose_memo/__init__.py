@@ -64,14 +64,16 @@ def probe(argv: list[str], deletions: list[str], started: float) -> Probe | None
     roots = _packaged_recipes()
     i = 0
     while i < len(argv):
-        a = argv[i]
-        if a in _VALUE_FLAGS or a.split("=", 1)[0] in ("--config-dir", "--config-name"):
-            value = argv[i + 1] if "=" not in a and i + 1 < len(argv) else a.split("=", 1)[-1]
-            if a.split("=", 1)[0] in ("--config-dir", "-cd"):
+        flag, eq, value = argv[i].partition("=")
+        if argv[i] in _VALUE_FLAGS or (eq and flag in ("--config-dir", "--config-name")):
+            if not eq:
+                if i + 1 == len(argv):
+                    return None  # a flag without its value: Hydra says so
+                i += 1
+                value = argv[i]
+            if flag in ("--config-dir", "-cd"):
                 roots.append(os.path.abspath(value))
-            i += 1 if "=" in a else 2
-            continue
-        if a.startswith("-"):
+        elif flag.startswith("-"):
             return None  # -m, --help, --cfg, --info, --config-path...: Hydra's
         i += 1
     trees = {}
