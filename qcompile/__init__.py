@@ -7,7 +7,7 @@ The library API mirrors the CLI::
     result = qcompile.build(recipe, "out/demo")
 """
 
-from .build import BuildResult, build
+from .builds import BuildResult, build
 from .cache import Cache
 from .errors import BadInput, GateFailed, QcompileError
 from .plan import compile_plan

@@ -179,7 +179,7 @@ def _run_task(composed, user_dir, config_name, choices, overrides, out: Path, mu
     import copy
     import os
 
-    from .build import build
+    from .builds import build
     from .recipe.deletions import ENV, apply_deletions
     from .recipe.files import resolve_relative_paths
     from .recipe.load import validate
@@ -212,7 +212,7 @@ def _run_task(composed, user_dir, config_name, choices, overrides, out: Path, mu
             record_failure(out, e, overrides)
             return  # the other variants go on; the sweep's exit code is the worst job's
         if isinstance(e, BadInput):
-            from .build.rundir import abandon
+            from .builds.rundir import abandon
 
             abandon(out)  # removes the folder only when this build created it
         raise SystemExit(code) from None

@@ -10,7 +10,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from .build.rundir import claim
+from .builds.rundir import claim
 from .errors import BadInput
 
 

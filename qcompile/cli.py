@@ -73,7 +73,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     """``qcompile reproduce``: rebuild from a lockfile and compare digests (exit 4 on a difference)."""
     from rich.table import Table
 
-    from .build.reproduce import explain, reproduce
+    from .builds.reproduce import explain, reproduce
 
     res = reproduce(args.lockfile, args.out)
     table = Table(title=f"reproduce {res.build_id} → {res.out_dir}", title_justify="left")
@@ -97,7 +97,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_checkout(args: argparse.Namespace) -> int:
     """``qcompile checkout``: copy a build's artifacts out of the cache by build id."""
-    from .build.reproduce import checkout
+    from .builds.reproduce import checkout
 
     for p in checkout(args.build_id, args.dir):
         Console().print(str(p))

@@ -109,7 +109,7 @@ def test_factory_model_exports(user_code, tmp_path):
 ])
 def test_factory_bad_inputs_are_named(function, fragment, user_code, tmp_path):
     """Exit-2 errors (BadInput naming model.function) before anything is written to the cache."""
-    from qcompile.build import build
+    from qcompile.builds import build
     from qcompile.cache import Cache
     from qcompile.errors import BadInput
     from qcompile.recipe.load import load_recipe

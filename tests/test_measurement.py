@@ -185,7 +185,7 @@ def _report(int8: dict, fp32: dict) -> dict:
 
 
 def test_report_for_a_slower_variant_says_slower(tmp_path, capsys):
-    from qcompile.build.build import BuildResult
+    from qcompile.builds.build import BuildResult
     from qcompile.build_command import _print_outcome
 
     fp32 = {"1": lat(0.05, 0.049, 0.051), "8": lat(0.20, 0.196, 0.204)}

@@ -257,7 +257,7 @@ def test_engine_plan_with_tensorrt_present(monkeypatch):
     """With TensorRT and a GPU (stand-ins): one engine per variant, the timing cache threaded from one to the next,
     TensorRT's evaluate/benchmark steps, and engine keys holding the TensorRT version and compute capability."""
     import qcompile
-    from qcompile.kinds.target import tensorrt as target
+    from qcompile.kinds.targets import tensorrt as target
     from qcompile.run.scheduler import key_material
     from qcompile.steps import trt_engine
     from qcompile.steps.base import get_step
@@ -286,7 +286,7 @@ def test_engine_plan_with_tensorrt_present(monkeypatch):
 def test_tensorrt_without_gpu_is_refused_at_plan_time(monkeypatch):
     import qcompile
     from qcompile.errors import BadInput
-    from qcompile.kinds.target import tensorrt as target
+    from qcompile.kinds.targets import tensorrt as target
 
     monkeypatch.setitem(sys.modules, "tensorrt", _Recorder().module())  # TensorRT "installed"...
     monkeypatch.setattr(target.shutil, "which", lambda name: None)  # ...but no nvidia-smi

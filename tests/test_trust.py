@@ -382,7 +382,7 @@ def test_empty_label_key_and_bad_size_are_named(args, key, cache_dir, tmp_path):
 
 
 def test_claim_refuses_a_finished_build_even_in_the_process_that_made_it(tmp_path):
-    from qcompile.build.rundir import claim
+    from qcompile.builds.rundir import claim
     from qcompile.errors import BadInput
 
     claim(tmp_path / "out")

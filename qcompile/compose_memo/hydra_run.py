@@ -152,7 +152,7 @@ def start_run(c: Composed) -> Path:
     the memo can write Hydra's bytes for: the caller then runs Hydra."""
     import datetime
 
-    from ..build.rundir import abandon, claim
+    from ..builds.rundir import abandon, claim
 
     now = datetime.datetime.now()
     run_dir = "".join(p if isinstance(p, str) else now.strftime(p["now"]) for p in c.run_dir)

@@ -13,6 +13,8 @@ from typing import Callable, TypeVar
 from .section import Kind
 
 GROUPS = ("data", "model", "quant", "target")
+# The package holding each group's kinds ("targets", not "target": tools treat folders named target/ as output).
+_PACKAGES = {"data": "data", "model": "model", "quant": "quant", "target": "targets"}
 K = TypeVar("K", bound=type[Kind])
 _KINDS: dict[str, dict[str, type[Kind]]] = {g: {} for g in GROUPS}
 _loaded = False
@@ -40,7 +42,7 @@ def load_all() -> None:
     if _loaded:
         return
     for group in GROUPS:
-        pkg = importlib.import_module(f"{__package__}.{group}")
+        pkg = importlib.import_module(f"{__package__}.{_PACKAGES[group]}")
         for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{pkg.__name__}.{info.name}")
