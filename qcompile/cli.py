@@ -1,8 +1,8 @@
 """The ``qcompile`` command: a thin layer over the library.
 
-``build`` hands its arguments to Hydra (so ``--config-dir``, ``--config-name``, overrides and ``-m`` sweeps work
-as Hydra users expect); the other verbs parse their own. Exit codes: 0 built, 1 a bug, 2 bad input,
-3 a quality gate failed.
+``build`` and ``plan`` compose their recipe through Hydra's compose API (``--config-dir``, ``--config-name``,
+overrides); ``build -m`` sweeps run through Hydra's multirun. Exit codes: 0 built, 1 a bug, 2 bad input,
+3 a quality gate failed, 4 a reproduction differs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from .build_command import cmd_build, err, fail, user_os_error
+from .build_command import err, fail, user_os_error
 from .errors import BadInput, QcompileError, as_bad_input
 
 if TYPE_CHECKING:  # argparse costs 30 ms to import: a cached `qcompile build` never parses with it
@@ -153,14 +153,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
             raise BadInput(f"{args.max_size!r} is not a size (e.g. 500MB, 20GB, 1.5GiB)", key="--max-size") from None
         res = manage.gc(cache, args.older_than, max_bytes,
                         include_kept=args.include_kept, dry_run=args.dry_run)
-        memos = 0
-        if args.older_than is not None:
-            from .compose_memo import prune
-
-            memos = prune(args.older_than, dry_run=args.dry_run, cache_dir=cache.root)
         verb = "would remove" if args.dry_run else "removed"
         out.print(f"{verb} {res.removed_records} records, {res.removed_blobs} blobs ({res.freed_bytes:,} B), "
-                  f"{res.removed_tmp} scratch entries, {memos} composition memos; kept {res.kept_builds} builds "
+                  f"{res.removed_tmp} scratch entries; kept {res.kept_builds} builds "
                   f"with lockfiles on disk and what {res.running_builds} running builds hold")
         if res.missed_target:
             held = "running builds" if args.include_kept else "kept builds (use --include-kept) or running builds"
@@ -188,7 +183,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qcompile", description="Declarative compiler for quantized model deployment.")
     p.add_argument("--version", action="version", version=f"qcompile {__version__}")
     sub = p.add_subparsers(dest="verb", required=True)
-    sub.add_parser("build", help="build a recipe (Hydra arguments: --config-dir, --config-name, key=value, -m)",
+    sub.add_parser("build", help="build a recipe (--config-dir, --config-name, key=value, -m; see build --help)",
                    add_help=False)
     _recipe_args(sub.add_parser("plan", help="show the step graph, keys and cache status without running"))
     s = sub.add_parser("schema", help="write the recipe JSON Schema")
@@ -218,8 +213,20 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _build(argv: list[str]) -> int:
+    from .build_command import cmd_build, parse_build_args
+
+    args = parse_build_args(argv)
+    if args.multirun:
+        from .sweep_command import cmd_sweep
+
+        return cmd_sweep(args)
+    return cmd_build(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qcompile`` console script."""
+    import os
     import signal
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -228,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             if argv and argv[0] == "build":
-                code = cmd_build(argv[1:])
+                code = _build(argv[1:])
             else:
                 args = make_parser().parse_args(argv)
                 handlers = {"plan": cmd_plan, "schema": cmd_schema, "reproduce": cmd_reproduce,
@@ -241,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             if as_bad_input(e) is None:
                 raise
             code = fail(user_os_error(e))
+    except BrokenPipeError:
+        # The reader went away (`qcompile build --help | head`): no traceback, and no second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
     except KeyboardInterrupt as e:
         # The step in flight recorded nothing and removed its scratch folder; finished steps stay cached.
         how = "terminated" if isinstance(e, Terminated) else "interrupted"

@@ -1,5 +1,7 @@
-"""Check a user's recipe folder before Hydra reads it, so a broken file is named in one line (exit 2) instead
-of surfacing as a parser traceback from deep inside the composition."""
+"""A user's recipe files: naming the broken one a composition read, and resolving the relative paths they hold.
+
+Only what the composition reads is judged: a broken draft lying in the same folder does not block a valid recipe.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +11,44 @@ from typing import Any, Sequence
 from ..errors import BadInput
 
 
-def check_recipe_dir(config_dir: str | Path) -> None:
-    """Every ``*.yaml`` under ``config_dir`` must be UTF-8, valid YAML, and a mapping (or empty)."""
+def check_file(path: Path) -> BadInput | None:
+    """Why the recipe file ``path`` cannot be composed (not UTF-8, invalid YAML, not a mapping), or None."""
     import yaml
 
-    root = Path(config_dir)
-    if not root.is_dir():
-        raise BadInput(f"config dir not found: {root}", key="--config-dir")
-    for path in sorted(root.rglob("*.yaml")):
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise BadInput(f"{path}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
-        except OSError as e:
-            raise BadInput(f"{path}: cannot be read ({e.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise BadInput(f"{path}: invalid YAML{where}: {problem}") from None
-        if data is not None and not isinstance(data, dict):
-            raise BadInput(f"{path}: a recipe file must be a mapping of keys, not a {type(data).__name__}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        return BadInput(f"{path}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8")
+    except OSError as e:
+        return BadInput(f"{path}: cannot be read ({e.strerror})")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        return BadInput(f"{path}: invalid YAML{where}: {problem}")
+    if data is not None and not isinstance(data, dict):
+        return BadInput(f"{path}: a recipe file must be a mapping of keys, not a {type(data).__name__}")
+    return None
+
+
+def diagnose(folder: Path, error: BaseException) -> BadInput | None:
+    """The broken file of ``folder`` behind a composition ``error``: the one the error names, else (for errors that
+    name no file, such as a decoding error) the broken file the error's text mentions by recipe name."""
+    import re
+
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    if mark is not None and getattr(mark, "name", None):
+        return check_file(Path(mark.name))
+    text = str(error)
+    for path in sorted(folder.rglob("*.yaml")):
+        rel = path.relative_to(folder).with_suffix("").as_posix()
+        if isinstance(error, UnicodeDecodeError) or re.search(rf"\b{re.escape(rel)}\b", text):
+            found = check_file(path)
+            if found is not None:
+                return found
+    return None
 
 
 # Recipe keys that hold the user's files or folders.

@@ -20,9 +20,6 @@ from hydra.experimental.callback import Callback
 from ..errors import QcompileError
 from .pareto import LAT_PREFIX, choose_axes, ci_keys, pareto_front, quality_label, ref_key, short_labels
 
-# Worst exit code among the jobs of the last sweep this process ran (0 when all built); the CLI returns it.
-LAST_SWEEP_EXIT_CODE = 0
-
 Row = dict[str, Any]
 _LAT_PREFIX = LAT_PREFIX
 _TEXT_COLUMNS = ("overrides", "status", "build_id", "variant", "steps_ran", "pareto")
@@ -56,10 +53,13 @@ def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any]]:
 
     report = _read_json(job_dir / "report.json")
     failure = _read_json(job_dir / "failure.json")
-    try:
-        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        overrides = None
+    overrides = None
+    for where in ("overrides.yaml", ".hydra/overrides.yaml"):  # qcompile's record, else Hydra's
+        try:
+            overrides = yaml.safe_load((job_dir / where).read_text())
+            break
+        except (OSError, yaml.YAMLError):
+            continue
     if not isinstance(overrides, list):
         overrides = (failure or {}).get("overrides") or []
     if report is not None:
@@ -272,15 +272,19 @@ def _print_summary(rows: list[Row], paths: dict[str, Path], quality_key: str, la
     console.print("sweep report: " + ", ".join(str(p) for p in paths.values()), soft_wrap=True)
 
 
+def sweep_exit_code(sweep_dir: Path) -> int:
+    """The worst exit code among a sweep's jobs (0 when every job built and passed its gates)."""
+    rows = collect_sweep(Path(sweep_dir))
+    return max((r["exit_code"] or 0 for r in rows if r["status"] != "ok"), default=0)
+
+
 class SweepReportCallback(Callback):
-    """Hydra callback: when a multirun ends, write the sweep report and remember the worst job exit code.
+    """Hydra callback: when a multirun ends, write the sweep report and print its summary.
 
     Enable with ``hydra.callbacks.sweep_report._target_=qcompile.report.sweep.SweepReportCallback``.
     """
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        """Write the report for ``config.hydra.sweep.dir``, print a summary to stderr, set LAST_SWEEP_EXIT_CODE."""
-        global LAST_SWEEP_EXIT_CODE
+        """Write the report for ``config.hydra.sweep.dir`` and print a summary to stderr."""
         paths, rows, quality_key, latency_key = _build(Path(str(config.hydra.sweep.dir)))
         _print_summary(rows, paths, quality_key, latency_key)
-        LAST_SWEEP_EXIT_CODE = max((r["exit_code"] or 0 for r in rows if r["status"] != "ok"), default=0)
