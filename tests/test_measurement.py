@@ -342,7 +342,7 @@ def test_cli_remeasure_reruns_exactly_the_benchmarks(cache_dir, tmp_path):
         lat = rep["metrics"]["int8"]["latency_ms"]["1"]
         assert lat["runs"] >= 3 and lat["p50_ci"][0] <= lat["p50"] <= lat["p50_ci"][1]
         assert rep["speedup_verdict"]["int8"]["1"] in ("faster", "slower", "no measurable difference")
-    assert "--remeasure" not in (tmp_path / "b" / ".hydra" / "overrides.yaml").read_text()
+    assert "--remeasure" not in (tmp_path / "b" / "overrides.yaml").read_text()
 
 
 # --- a user file edited while a build reads it ----------------------------------------------------------------

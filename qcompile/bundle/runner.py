@@ -114,13 +114,13 @@ def format_results(results: list[tuple[str, list[tuple[str, float]]]]) -> list[s
 
 def main(argv: list[str] | None = None, folder: Path = HERE) -> int:
     """Verify the bundle, then print the top classes of each input. Exit 2 on a bad bundle or input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    top = 5
-    if len(argv) >= 2 and argv[0] == "--top" and argv[1].isdigit():
-        top, argv = int(argv[1]), argv[2:]
-    if not argv:
-        print(__doc__)
-        return 2
+    import argparse
+
+    p = argparse.ArgumentParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_NPY", help="image files, or one .npy / .npz of samples")
+    p.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)  # --help exits 0, a bad flag exits 2
+    argv, top = args.inputs, args.top
     problem = verify_bundle(folder)
     try:
         if problem:

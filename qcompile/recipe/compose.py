@@ -87,7 +87,7 @@ def compose(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
         with _initialize(config_name, folder) as (primary, search):
             cfg = hydra_compose(primary, [*search, *prepared.hydra], return_hydra_config=True)
             return from_config(cfg, config_name, folder, prepared, "hydra.sweep.dir" if sweep else "hydra.run.dir")
-    except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as e:
+    except (HydraException, OmegaConfBaseException, ValueError, OSError, yaml.YAMLError) as e:
         raise _composition_error(e, config_name, folder, prepared) from None
 
 
@@ -95,15 +95,18 @@ def from_config(cfg: Any, config_name: str, folder: Path | None, prepared: Overr
                 out_key: str | None = "hydra.run.dir") -> Composition:
     """The ``Composition`` of a config Hydra composed (by ``compose``, or for a job of a multirun, whose folder
     Hydra chose: ``out_key`` None)."""
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
-    hydra_node = cfg.hydra
+    if "hydra" in cfg:
+        hydra_node = cfg.hydra
+        with open_dict(cfg):
+            del cfg["hydra"]
+    else:  # a multirun job's config: Hydra keeps its node aside
+        hydra_node = HydraConfig.get()
     choices = {k: str(v) for k, v in hydra_node.runtime.choices.items() if not k.startswith("hydra/")}
-    with open_dict(cfg):
-        del cfg["hydra"]
-    try:
-        data = OmegaConf.to_container(cfg, resolve=True)  # the recipe's own errors first, then the folder's
-    finally:
+    data = OmegaConf.to_container(cfg, resolve=True)  # the recipe's own errors first, then the folder's
+    if out_key:
         with open_dict(cfg):
             cfg["hydra"] = hydra_node
     out = _resolve_dir(cfg, out_key) if out_key else ""
@@ -134,7 +137,7 @@ def _composition_error(e: BaseException, config_name: str, folder: Path | None, 
     if isinstance(e, BadInput):
         return e
     if folder is not None:
-        found = diagnose(folder, e)  # a broken file the composition read: name it
+        found = diagnose(folder, e, config_name)  # a broken file the composition read: name it
         if found is not None:
             return found
     if isinstance(e, MissingConfigException):

@@ -33,20 +33,25 @@ def check_file(path: Path) -> BadInput | None:
     return None
 
 
-def diagnose(folder: Path, error: BaseException) -> BadInput | None:
-    """The broken file of ``folder`` behind a composition ``error``: the one the error names, else (for errors that
-    name no file, such as a decoding error) the broken file the error's text mentions by recipe name."""
+def diagnose(folder: Path, error: BaseException, config_name: str) -> BadInput | None:
+    """The broken file of ``folder`` behind a composition ``error``: the one the error names; for an error that
+    names no file (a decoding error, a file that is not a mapping), the recipe itself, else a broken file the
+    error's text mentions by name, else the first broken file."""
     import re
 
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     if mark is not None and getattr(mark, "name", None):
         return check_file(Path(mark.name))
     text = str(error)
-    for path in sorted(folder.rglob("*.yaml")):
+    # An error that names no file: only a file with that very problem can be behind it.
+    problem = ("not UTF-8" if isinstance(error, UnicodeDecodeError)
+               else "must be a mapping" if "Invalid loaded object type" in text else None)
+    paths = sorted(folder.rglob("*.yaml"), key=lambda p: p != folder / f"{config_name}.yaml")
+    for path in paths:
         rel = path.relative_to(folder).with_suffix("").as_posix()
-        if isinstance(error, UnicodeDecodeError) or re.search(rf"\b{re.escape(rel)}\b", text):
+        if problem or re.search(rf"\b{re.escape(rel)}\b", text):
             found = check_file(path)
-            if found is not None:
+            if found is not None and (problem is None or problem in str(found)):
                 return found
     return None
 
