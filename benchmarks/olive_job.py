@@ -180,12 +180,9 @@ def job_table(work: Path, rows: list) -> Path:
     warm = [qcompile_build(recipes, cache, runs, same) for _ in range(3)]
     rows.append(("qcompile fully cached (best of 3)", *min(warm, key=lambda r: r[0])[:2],
                  f"runs: {', '.join(f'{r[0]:.2f}' for r in warm)} s"))
-    hydra = [qcompile_build(recipes, cache, runs, same, env={"QCOMPILE_COMPOSE_MEMO": "0"}) for _ in range(3)]
-    rows.append(("qcompile fully cached, composing with Hydra (best of 3)", *min(hydra, key=lambda r: r[0])[:2],
-                 "QCOMPILE_COMPOSE_MEMO=0: what every cached build paid before the memo"))
     t, rss, _ = qcompile_build(recipes, cache, runs, same, "quant.per_channel=false")
     rows.append(("qcompile, per_channel changed", t, rss, "reruns quantize, int8 evaluate/benchmark/compare, bundle"))
-    print(rows[-3:], flush=True)
+    print(rows[-2:], flush=True)
     lock = json.loads(next((runs / "qcompile-out").glob("*/*/qcompile.lock.json")).read_text())
     digest = lock["nodes"]["optimize"]["outputs"]["model"]
     return cache / "blobs" / digest[:2] / digest
@@ -209,9 +206,6 @@ def demo_rows(work: Path, rows: list) -> None:
     warm = [timed([sys.executable, "-m", "qcompile", "build"], env, cwd=str(runs)) for _ in range(3)]
     rows.append(("demo fully cached (best of 3)", *min(warm, key=lambda r: r[0])[:2],
                  f"runs: {', '.join(f'{r[0]:.2f}' for r in warm)} s"))
-    hydra = min(timed([sys.executable, "-m", "qcompile", "build"], {**env, "QCOMPILE_COMPOSE_MEMO": "0"},
-                      cwd=str(runs)) for _ in range(3))
-    rows.append(("demo fully cached, composing with Hydra (best of 3)", hydra[0], hydra[1], ""))
 
 
 # The least any Hydra command line pays: Hydra's own main composing the demo recipe for a task that does nothing.

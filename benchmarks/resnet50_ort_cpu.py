@@ -41,7 +41,7 @@ def main() -> None:
               f"size {m['fp32']['size_bytes'] / 2**20:.1f} MiB -> {m['int8']['size_bytes'] / 2**20:.1f} MiB")
 
     # The fully cached rebuild, through the CLI as a user runs it, in a fresh process: the same command line twice
-    # in one folder (the first composes with Hydra unless an earlier build left a memo; the second uses it).
+    # in one folder.
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, "-X", "importtime", "-m", "qcompile", "build", "--config-name",
                "resnet50_ort_cpu", *common]
