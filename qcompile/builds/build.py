@@ -74,8 +74,8 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
           remeasure: bool = False) -> BuildResult:
     """Build ``recipe`` into ``out_dir``; raises ``GateFailed`` (after writing the report) when a gate fails.
 
-    ``remeasure`` (or ``QCOMPILE_REMEASURE=1``, which ``qcompile build --remeasure`` sets) re-runs the
-    measurement steps (latency) even when cached; everything else is reused as usual.
+    ``remeasure`` (``qcompile build --remeasure``) re-runs the measurement steps (latency) even when cached;
+    everything else is reused as usual.
 
     ``out_dir`` must not hold or be claimed by another build (see ``rundir``): a build is never overwritten, and
     one that fails before running removes only what it created; None picks a new folder under
@@ -90,8 +90,7 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
         # One lease from the first lookup until the lockfile is registered: gc keeps what this build uses.
         with cache.lease():
             plan = plan or compile_plan(recipe)
-            outcomes = execute(plan, cache, reporter,
-                               remeasure=remeasure or os.environ.get("QCOMPILE_REMEASURE", "") not in ("", "0"))
+            outcomes = execute(plan, cache, reporter, remeasure=remeasure)
             cache.memo.flush()  # only now: a build rejected as bad input leaves no memo entry either
             arts = publish(plan, outcomes, cache, out_dir)
             lock = make_lock(recipe, plan, outcomes)
