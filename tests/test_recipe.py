@@ -21,7 +21,7 @@ def test_demo_recipe_composes_and_resolves_fast_defaults():
     plan = qcompile.compile_plan(r)
     q = plan.node("quantize").params
     # target.isa=auto: the machine that runs the quantize step picks the type (not the planning host).
-    assert q.activation_type == "host" and q.weight_type == "int8" and q.format == "qdq"
+    assert q.activation_type == "host" and q.quant.weight_type == "int8" and q.quant.format == "qdq"
     assert [n.name for n in plan.order()] == [
         "data", "train", "export", "optimize", "calibrate", "quantize", "evaluate.fp32", "benchmark.fp32",
         "evaluate.int8", "benchmark.int8", "compare.int8", "package"]
