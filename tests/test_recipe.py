@@ -72,7 +72,7 @@ def test_user_config_dir(tmp_path):
     (["quant.format=qint8"], "quant.format", "not one of: qdq, qoperator"),
     (["model=resnet50", "model.name=resnet51", "data=synthetic"], "model.name", "did you mean resnet50"),
     (["model=resnet18", "model.weights=/no/such/weights.pt", "data=synthetic"], "model.weights", "not found"),
-    (["data.kind=imagenet"], "data", "mnist, npz, photos, synthetic"),
+    (["data.kind=imagenet"], "data", "mnist, npy_folder, npz, photos, synthetic"),
     (["data=synthetic"], "data.kind", "model.kind=mnist_cnn needs a training split (samples.train); "
                                       "data.kind=synthetic provides none"),
 ])
