@@ -41,7 +41,10 @@ def compile_plan(recipe: Recipe) -> Plan:
 def _check_params(plan: Plan) -> None:
     """Kinds name their steps by kind (they sit below the steps): each node must hold its step's Params."""
     for node in plan.order():
-        want = get_step(node.kind).Params
+        try:
+            want = get_step(node.kind).Params
+        except KeyError:
+            raise RuntimeError(f"node {node.name!r}: no step is registered as {node.kind!r}") from None
         if not isinstance(node.params, want):
             raise RuntimeError(f"node {node.name!r}: step {node.kind} takes {want.__name__}, "
                                f"got {type(node.params).__name__}")

@@ -43,11 +43,13 @@ def save_module(module, path: Path) -> None:
     """Store the whole module (its classes by reference, its tensors by value), in eval mode.
 
     Equal modules give equal bytes: the pickle holds no addresses, and its sets (non-persistent buffer names) are
-    empty for the networks qcompile builds, so no hash seed decides an order.
+    empty for the networks qcompile builds, so no hash seed decides an order. Written through a file object, as
+    torch then names the archive's folder "archive" rather than after the file.
     """
     import torch
 
-    torch.save(module.eval(), path)
+    with open(path, "wb") as f:
+        torch.save(module.eval(), f)
 
 
 def load_module(arch: Arch, path: Path):
