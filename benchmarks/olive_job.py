@@ -119,13 +119,13 @@ import sys, numpy as np
 from pathlib import Path
 from qcompile.steps.arrays import save_samples
 from qcompile.steps.base import StepContext
-from qcompile.steps.calibrate import CalibrateParams, OrtCalibrate
+from qcompile.steps.calibrate import CalibrateParams, OrtCalibrateStep
 model, data, work = sys.argv[1:4]
 save_samples(Path(work) / "calib.npz", {"input": np.load(data)["x"][:512]})
 ctx = StepContext(inputs={"model": Path(model), "data": Path(work) / "calib.npz"}, workdir=Path(work),
                   outputs={"ranges": "calibration.json"})
-print(OrtCalibrate().run(ctx, CalibrateParams(method="entropy", batch_size=16, percentile=99.999, symmetric=False,
-                                              op_types=None)))
+print(OrtCalibrateStep().run(ctx, CalibrateParams(method="entropy", batch_size=16, percentile=99.999,
+                                                  symmetric=False, op_types=None)))
 """
 
 

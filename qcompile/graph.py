@@ -1,7 +1,8 @@
 """The step graph: nodes with typed params and named inputs, held in a networkx DiGraph, and what happened to
 each node in a build.
 
-Knows nothing of torch or ONNX: a node only names its step kind.
+Knows nothing of torch or ONNX: a node only names its step kind. A node's params are a pydantic model: the step's
+``Params``, which holds the recipe sections the step reads (``qcompile.kinds``) and the facts the plan worked out.
 """
 
 from __future__ import annotations
@@ -10,8 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+from pydantic import BaseModel, ConfigDict
 
-from .steps.base import StepParams
+
+class StepParams(BaseModel):
+    """Base for step params that are not a section themselves: frozen and strict about unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class Node:
 
     name: str
     kind: str
-    params: StepParams
+    params: BaseModel  # the step's Params: a StepParams, or a section the step takes as it is
     inputs: dict[str, Ref] = field(default_factory=dict)
     publish: dict[str, str] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)

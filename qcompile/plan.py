@@ -11,8 +11,13 @@ from __future__ import annotations
 from .errors import BadInput
 from .graph import Node, Plan, Ref
 from .kinds import GROUPS, Builder, Variant
+from .kinds.measure import GATES
 from .recipe.schema import Recipe
-from .steps import benchmark, compare, evaluate, package
+from .steps.base import get_step
+from .steps.benchmark import BenchmarkParams
+from .steps.compare import CompareParams, unmeasurable_gate
+from .steps.evaluate import EvaluateParams
+from .steps.package import BundleParams
 
 REFERENCE = "fp32"
 
@@ -29,7 +34,20 @@ def compile_plan(recipe: Recipe) -> Plan:
             b.add_variant(Variant(REFERENCE, b.need("onnx.fp32", section), scheme={"kind": REFERENCE}))
     _measure(b)
     _package(b)
+    _check_params(b.plan)
     return b.plan
+
+
+def _check_params(plan: Plan) -> None:
+    """Kinds name their steps by kind (they sit below the steps): each node must hold its step's Params."""
+    for node in plan.order():
+        try:
+            want = get_step(node.kind).Params
+        except KeyError:
+            raise RuntimeError(f"node {node.name!r}: no step is registered as {node.kind!r}") from None
+        if not isinstance(node.params, want):
+            raise RuntimeError(f"node {node.name!r}: step {node.kind} takes {want.__name__}, "
+                               f"got {type(node.params).__name__}")
 
 
 def _measure(b: Builder) -> None:
@@ -37,29 +55,24 @@ def _measure(b: Builder) -> None:
     non-reference variant with the reference."""
     recipe, sig, runtime = b.recipe, b.need("signature", "measure"), b.need("runtime", "measure")
     samples = b.need("samples.eval", "measure", "evaluation samples (samples.eval)")
-    gate = recipe.eval.model_dump(exclude={"batch_size"})
-    problem = compare.unmeasurable_gate(gate, sig.task, b.need("samples.labels", "measure", "to know about labels"))
+    gate = recipe.eval.model_dump(include=set(GATES))
+    problem = unmeasurable_gate(gate, sig.task, b.need("samples.labels", "measure", "to know about labels"))
     if problem:
         raise BadInput(problem[1], key=f"eval.{problem[0]}")
     # The target names its runtime's steps when they are not ONNX Runtime's (the same params either way).
-    kinds = {"evaluate": evaluate.OrtEvaluate.kind, "benchmark": benchmark.OrtBenchmark.kind,
-             **(b.get("runtime.steps") or {})}
+    kinds = {"evaluate": "evaluate.ort", "benchmark": "benchmark.ort", **(b.get("runtime.steps") or {})}
     for v in b.variants:
         b.add(Node(f"evaluate.{v.name}", kinds["evaluate"],
-                   evaluate.EvaluateParams(signature=sig, batch_size=recipe.eval.batch_size, runtime=runtime),
+                   EvaluateParams(signature=sig, eval=recipe.eval, runtime=runtime),
                    inputs={"model": v.runs, "data": samples}, publish={"metrics": f"metrics.{v.name}.json"}))
-        bench = recipe.bench
         b.add(Node(f"benchmark.{v.name}", kinds["benchmark"],
-                   benchmark.BenchmarkParams(batch_sizes=bench.batch_sizes, warmup=bench.warmup,
-                                             iterations=bench.iterations, runtime=runtime,
-                                             ci_width=bench.ci_width, max_seconds=bench.max_seconds),
+                   BenchmarkParams(**recipe.bench.model_dump(), runtime=runtime),
                    inputs={"model": v.runs, "data": samples}, publish={"latency": f"latency.{v.name}.json"}))
         nodes = {"model": f"{v.model.node}.{v.model.output}", "evaluate": f"evaluate.{v.name}",
                  "benchmark": f"benchmark.{v.name}"}
         if v.name != REFERENCE:
-            b.add(Node(f"compare.{v.name}", compare.CompareOutputs.kind,
-                       compare.CompareParams(task=sig.task, output=sig.outputs[0].name, reference=REFERENCE,
-                                             variant=v.name),
+            b.add(Node(f"compare.{v.name}", "compare.outputs",
+                       CompareParams(task=sig.task, output=sig.outputs[0].name, reference=REFERENCE, variant=v.name),
                        inputs={"reference_outputs": Ref(f"evaluate.{REFERENCE}", "outputs"),
                                "reference_metrics": Ref(f"evaluate.{REFERENCE}", "metrics"),
                                "outputs": Ref(f"evaluate.{v.name}", "outputs"),
@@ -78,10 +91,9 @@ def _package(b: Builder) -> None:
     # What the target adds for its device: the deployed file's name, side files (operator configs, the ONNX an
     # engine came from), texts (a trtexec line) and app snippets.
     extra = (b.get("bundle.files") or {}).get(v.name, {})
-    b.add(Node("package", package.Bundle.kind,
-               package.BundleParams(signature=b.need("signature", "package"), normalize=b.get("preprocess"),
-                                    labels=b.get("labels"), variant=v.name, scheme=v.scheme,
-                                    runtime=b.need("runtime", "package"),
-                                    model_file=extra.get("model_file", "model.onnx"),
-                                    texts=extra.get("texts", {}), app_snippets=extra.get("app_snippets", False)),
+    b.add(Node("package", "package.bundle",
+               BundleParams(signature=b.need("signature", "package"), normalize=b.get("preprocess"),
+                            labels=b.get("labels"), variant=v.name, scheme=v.scheme,
+                            runtime=b.need("runtime", "package"), model_file=extra.get("model_file", "model.onnx"),
+                            texts=extra.get("texts", {}), app_snippets=extra.get("app_snippets", False)),
                inputs={"model": v.runs, **extra.get("files", {})}, publish={"bundle": "bundle.zip"}))

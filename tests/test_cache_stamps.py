@@ -98,7 +98,7 @@ def test_cache_verify_hashes_even_trusted_blobs(cache, tmp_path):
 def test_onnx_signature_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
     import time
 
-    from qcompile.steps import onnx_signature
+    from qcompile.kinds.model import _onnx_signature as onnx_signature
 
     from .conftest import export_tiny_onnx
 

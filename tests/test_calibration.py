@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qcompile.steps.arrays import save_samples
 from qcompile.steps.base import StepContext
-from qcompile.steps.calibrate import CalibrateParams, OrtCalibrate, activation_bytes_per_sample
+from qcompile.steps.calibrate import CalibrateParams, OrtCalibrateStep, activation_bytes_per_sample
 from qcompile.steps.histograms import FineHistogram, entropy_threshold
 
 
@@ -62,7 +62,7 @@ def _calibrate(setup, tmp_path: Path, **kw) -> tuple[dict, dict]:
     params = CalibrateParams(**{"method": "minmax", "batch_size": 16, "percentile": 99.9, "symmetric": False,
                                 "op_types": None, "num_bins": 512, **kw})
     ctx = StepContext(inputs={"model": model, "data": data}, workdir=work, outputs={"ranges": "calibration.json"})
-    result = OrtCalibrate().run(ctx, params)
+    result = OrtCalibrateStep().run(ctx, params)
     return json.loads(ctx.out("ranges").read_text()), result
 
 
@@ -138,7 +138,7 @@ def test_batching_stays_out_of_the_key():
     from qcompile.run.scheduler import key_material
     from qcompile.steps.base import get_step
 
-    step = get_step(OrtCalibrate.kind)
+    step = get_step(OrtCalibrateStep.kind)
 
     def key(**kw):
         params = CalibrateParams(**{"method": "minmax", "batch_size": 16, "percentile": 99.9, "symmetric": False,

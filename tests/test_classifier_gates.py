@@ -14,9 +14,9 @@ def _result(top5_overlap=0.6, fp32_top5=0.75, int8_top5=0.5):
 
 
 def test_top5_gates_fail_and_pass_on_measured_values():
-    from qcompile.steps.compare import CompareOutputs
+    from qcompile.steps.compare import CompareOutputsStep
 
-    check = CompareOutputs().check
+    check = CompareOutputsStep().check
     assert check(_result(), {"min_top5_overlap": 0.6, "max_top5_drop": 0.25}) is None
     failed = check(_result(), {"min_top5_overlap": 0.8, "max_top5_drop": 0.1})
     assert "top5_overlap with fp32 is 0.6000; eval.min_top5_overlap asks at least 0.8" in failed

@@ -83,7 +83,7 @@ def test_editing_the_module_reruns_the_model_step_touching_does_not(user_code, t
     edited = _plan(_args(user_code))
     assert _status(edited, cache, "model") == "will run"
     # The export step's architecture names the source too: an edited forward() re-exports even with equal weights.
-    assert edited.node("export").params.arch["source_sha256"] != plan.node("export").params.arch["source_sha256"]
+    assert edited.node("export").params.arch.source_sha256 != plan.node("export").params.arch.source_sha256
 
 
 def test_factory_model_exports(user_code, tmp_path):

@@ -174,32 +174,32 @@ def test_skipped_images_and_labels_file_and_unlabelled(tmp_path):
     assert params.labels is None and len(params.files) == 9
 
     from qcompile.errors import BadInput
-    from qcompile.steps.images import ImageFolderData
+    from qcompile.steps.images import ImageFolderDataStep
 
-    skip = params.model_copy(update={"on_bad_image": "skip"})
-    assert len(ImageFolderData()._good(skip)) == 8
+    skip = params.model_copy(update={"data": params.data.model_copy(update={"on_bad_image": "skip"})})
+    assert len(ImageFolderDataStep()._good(skip)) == 8
     with pytest.raises(BadInput, match="broken.jpg"):
-        ImageFolderData().preflight(params)
+        ImageFolderDataStep().preflight(params)
 
 
 def test_packaged_photos_plan_and_refuse_what_they_cannot_give():
     """data=photos: the labelled photos are the evaluation set; asking more calibration photos than the 17 set
     aside, or ImageNet labels for a model without 1,000 classes, is bad input naming the key."""
     from qcompile.errors import BadInput
+    from qcompile.kinds.data.photos import PHOTO_LABELS, PHOTOS_UNLABELLED
     from qcompile.plan import compile_plan
     from qcompile.recipe.load import load_recipe
-    from qcompile.steps.images import PHOTO_LABELS, PHOTOS_UNLABELLED
 
     assert len(PHOTOS_UNLABELLED) == 17 and PHOTO_LABELS["chelsea"] == 281
     base = ["model=resnet18", "data=photos", "quant.calibration.samples=8", "eval.max_accuracy_drop=null"]
     params = compile_plan(load_recipe("demo", base)).node("data").params
-    assert params.calib_samples == 8 and params.labelled and params.preprocess["input_shape"] == [3, 224, 224]
+    assert params.calib_samples == 8 and params.data.labelled and params.preprocess["input_shape"] == [3, 224, 224]
     with pytest.raises(BadInput, match="quant.calibration.samples"):
         compile_plan(load_recipe("demo", [*base, "quant.calibration.samples=18"]))
     with pytest.raises(BadInput, match="data.labelled"):
         compile_plan(load_recipe("demo", [*base, "model.num_classes=10"]))
     assert not compile_plan(load_recipe("demo", [*base, "model.num_classes=10", "data.labelled=false"])
-                            ).node("data").params.labelled
+                            ).node("data").params.data.labelled
 
 
 def test_packaged_photos_step_writes_labelled_eval_and_calibration(tmp_path):

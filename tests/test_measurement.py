@@ -19,7 +19,7 @@ from qcompile.report.build_report import make_report, speed_text, speed_verdict,
 from qcompile.report.pareto import ci_keys, pareto_front, reference_points
 from qcompile.report.sweep import collect_sweep, write_sweep_report
 from qcompile.steps.base import Step, StepContext, StepParams, register
-from qcompile.steps.benchmark import BenchmarkParams, OrtBenchmark, measure, median_ci, median_ci_ranks
+from qcompile.steps.benchmark import BenchmarkParams, OrtBenchmarkStep, measure, median_ci, median_ci_ranks
 
 from .conftest import run_cli
 from .test_sweep_report import make_job, table_rows
@@ -100,9 +100,9 @@ def _run_benchmark(tmp_path: Path, **params) -> tuple[dict, dict, list[str]]:
     work = tmp_path / "work"
     work.mkdir()
     ctx = StepContext(inputs={"model": _tiny_model(tmp_path / "m.onnx"), "data": tmp_path / "samples.npz"},
-                      workdir=work, outputs=dict(OrtBenchmark.outputs))
+                      workdir=work, outputs=dict(OrtBenchmarkStep.outputs))
     p = BenchmarkParams(**{"batch_sizes": [1, 4], "warmup": 2, "iterations": 5, "runtime": {"threads": 1}, **params})
-    result = OrtBenchmark().run(ctx, p)
+    result = OrtBenchmarkStep().run(ctx, p)
     return result, json.loads(ctx.out("latency").read_text()), ctx.notes
 
 

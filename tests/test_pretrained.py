@@ -46,12 +46,12 @@ def test_named_weights_load_from_the_torch_hub_cache(weights, torch_home, tmp_pa
 
     plan = _plan(_args(weights))
     node = plan.node("model")
-    assert node.params.weights == torch_home / "hub" / "checkpoints" / FILE
+    assert node.params.weights_file == torch_home / "hub" / "checkpoints" / FILE
     assert node.params.pretrained == "IMAGENET1K_V1"
-    ctx = StepContext(inputs={}, workdir=tmp_path, outputs={"weights": "weights.pt"})
+    ctx = StepContext(inputs={}, workdir=tmp_path, outputs={"module": "model.pt"})
     result = get_step(node.kind).run(ctx, node.params)
     assert result["pretrained"] == "IMAGENET1K_V1"
-    saved = torch.load(tmp_path / "weights.pt", weights_only=True)
+    saved = torch.load(tmp_path / "model.pt", weights_only=False).state_dict()
     expected = torch.load(torch_home / "hub" / "checkpoints" / FILE, weights_only=True)
     assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in expected)
 

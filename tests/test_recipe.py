@@ -21,7 +21,7 @@ def test_demo_recipe_composes_and_resolves_fast_defaults():
     plan = qcompile.compile_plan(r)
     q = plan.node("quantize").params
     # target.isa=auto: the machine that runs the quantize step picks the type (not the planning host).
-    assert q.activation_type == "host" and q.weight_type == "int8" and q.format == "qdq"
+    assert q.activation_type == "host" and q.quant.weight_type == "int8" and q.quant.format == "qdq"
     assert [n.name for n in plan.order()] == [
         "data", "train", "export", "optimize", "calibrate", "quantize", "evaluate.fp32", "benchmark.fp32",
         "evaluate.int8", "benchmark.int8", "compare.int8", "package"]
@@ -72,7 +72,7 @@ def test_user_config_dir(tmp_path):
     (["quant.format=qint8"], "quant.format", "not one of: qdq, qoperator"),
     (["model=resnet50", "model.name=resnet51", "data=synthetic"], "model.name", "did you mean resnet50"),
     (["model=resnet18", "model.weights=/no/such/weights.pt", "data=synthetic"], "model.weights", "not found"),
-    (["data.kind=imagenet"], "data", "mnist, npz, photos, synthetic"),
+    (["data.kind=imagenet"], "data", "mnist, npy_folder, npz, photos, synthetic"),
     (["data=synthetic"], "data.kind", "model.kind=mnist_cnn needs a training split (samples.train); "
                                       "data.kind=synthetic provides none"),
 ])

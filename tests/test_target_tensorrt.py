@@ -215,13 +215,15 @@ def test_engine_build_sequence_with_a_recording_tensorrt(tmp_path, monkeypatch):
     monkeypatch.setattr(trt_engine, "gpu_compute_capability", lambda: "9.0")
     tiny_conv_onnx(tmp_path / "model.onnx")
     (tmp_path / "prev.cache").write_bytes(b"PREVIOUS")
-    params = trt_engine.EngineParams(inputs=[["input", 1, 28, 28]], profile_batch=[1, 4, 16], workspace_mb=256,
-                                     optimization_level=3)
+    from qcompile.kinds.targets.tensorrt import EngineParams, TensorRTTarget
+
+    target = TensorRTTarget(kind="tensorrt", profile_batch=(1, 4, 16), workspace_mb=256, optimization_level=3)
+    params = EngineParams(target=target, inputs=[["input", 1, 28, 28]])
     from qcompile.steps.base import StepContext
 
     ctx = StepContext(inputs={"model": tmp_path / "model.onnx", "timing_cache": tmp_path / "prev.cache"},
-                      workdir=tmp_path, outputs=dict(trt_engine.TrtEngine.outputs))
-    step = trt_engine.TrtEngine()
+                      workdir=tmp_path, outputs=dict(trt_engine.TrtEngineStep.outputs))
+    step = trt_engine.TrtEngineStep()
     assert step.host_facts(params) == {"tensorrt": "10.99.0", "compute_capability": "9.0"}
     result = step.run(ctx, params)
     assert (tmp_path / "model.engine").read_bytes() == b"ENGINE-BYTES"

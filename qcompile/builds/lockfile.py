@@ -67,10 +67,8 @@ def _qcompile_version() -> str | None:
 def plan_from_lock(lock: dict[str, Any]) -> Plan:
     """The exact step graph a lockfile recorded, independent of how this qcompile would compile the recipe."""
     from ..graph import Node, Ref
-    from ..kinds.registry import load_all
     from ..steps.base import get_step
 
-    load_all()  # kind modules may define their own steps
     plan = Plan()
     name = "?"
     try:

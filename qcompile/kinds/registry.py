@@ -1,15 +1,15 @@
 """The registry of section kinds: each kind module registers its section class under its group.
 
-Kind modules are discovered from the group packages (``qcompile.kinds.model``...), so adding a kind is adding a
-module there (and a recipe group file); nothing else lists them.
+Kind modules are discovered from the group packages (``qcompile.kinds.model``...) the way step modules are from
+``qcompile.steps`` (``qcompile.discover``), so adding a kind is adding a module there (and a recipe group file);
+nothing else lists them.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Callable, TypeVar
 
+from ..discover import import_modules
 from .section import Kind
 
 GROUPS = ("data", "model", "quant", "target")
@@ -42,10 +42,7 @@ def load_all() -> None:
     if _loaded:
         return
     for group in GROUPS:
-        pkg = importlib.import_module(f"{__package__}.{_PACKAGES[group]}")
-        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{pkg.__name__}.{info.name}")
+        import_modules(f"{__package__}.{_PACKAGES[group]}")
     _loaded = True
 
 

@@ -34,10 +34,14 @@ KEY_SCHEMA = 1
 
 def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: Cache) -> dict[str, Any]:
     """Everything that can change a node's output, as a JSON-able dict (its digest is the key)."""
-    params = node.params.model_dump(mode="json", exclude=set(step.unkeyed))
+    params = node.params.model_dump(mode="json")
+    for path in step.unkeyed:
+        *parents, last = path.split(".")
+        _at(params, parents).pop(last, None)
     for name, paths in user_files(params, step).items():
         digests = ["sha256:" + cache.memo.digest(Path(v)) for v in paths]
-        params[name] = digests if isinstance(params[name], list) else digests[0]
+        *parents, last = name.split(".")
+        _at(params, parents)[last] = digests if isinstance(_field(params, name), list) else digests[0]
     return {
         "key_schema": KEY_SCHEMA,
         "kind": step.kind,
@@ -52,12 +56,24 @@ def user_files(params: dict[str, Any], step: Step) -> dict[str, list[str]]:
     """The user's file paths in a step's params, by field: one path, or several (an ONNX model's external data)."""
     files = {}
     for name in step.file_fields:
-        value = params.get(name)
+        value = _field(params, name)
         if isinstance(value, list):
             files[name] = value
         elif value:
             files[name] = [value]
     return files
+
+
+def _at(params: dict[str, Any], parents: list[str]) -> dict[str, Any]:
+    """The dict a dotted path's last part lives in (an empty one when a parent is absent or null)."""
+    for part in parents:
+        params = params.get(part) or {}
+    return params
+
+
+def _field(params: dict[str, Any], path: str) -> Any:
+    *parents, last = path.split(".")
+    return _at(params, parents).get(last)
 
 
 def resolve_inputs(node: Node, done: dict[str, StepOutcome]) -> dict[str, str] | None:

@@ -1,12 +1,13 @@
-"""Step kinds. Each module registers its steps; importing them is cheap (heavy imports live in ``run``)."""
+"""Step kinds: every module here is imported once (``qcompile.discover``), and each registers the steps it defines.
+
+Importing them is cheap: heavy libraries (torch, onnx, onnxruntime) are imported inside ``run``. Modules that define
+no step (``arrays``, ``metrics``...) are imported too and register nothing.
+"""
 
 from __future__ import annotations
 
-import importlib
+from ..discover import import_modules
 
-_MODULES = ("data", "images", "model", "factory",
-            "export", "optimize", "calibrate", "quantize", "evaluate", "benchmark", "compare",
-            "package", "trt_check", "trt_engine", "trt_runtime", "ort_format")
 _loaded = False
 
 
@@ -14,6 +15,5 @@ def load_all() -> None:
     """Import every step module once so the registry is complete."""
     global _loaded
     if not _loaded:
-        for name in _MODULES:
-            importlib.import_module(f"{__name__}.{name}")
+        import_modules(__name__)
         _loaded = True

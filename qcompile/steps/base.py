@@ -10,15 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+
+from ..graph import StepParams
 
 T = TypeVar("T")
 
-
-class StepParams(BaseModel):
-    """Base for step params: frozen and strict about unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+__all__ = ["Step", "StepContext", "StepParams", "get_step", "register"]
 
 
 @dataclass
@@ -48,18 +46,25 @@ class StepContext:
 
 
 class Step:
-    """One kind of build step. Subclasses set the class attributes and implement ``run``."""
+    """One kind of build step. Subclasses set the class attributes and implement ``run``.
+
+    ``Params`` holds what the step reads from the recipe as the sections that declare it (a kind's section, or a
+    sub-model of one: ``data: MnistData``, ``Calibration``), never as a second copy of their fields, plus the facts
+    the plan worked out (the model's signature, a resolved type). Field paths below are dotted (``data.path``).
+    """
 
     kind: ClassVar[str]
     version: ClassVar[int] = 1
-    Params: ClassVar[type[StepParams]]
+    Params: ClassVar[type[BaseModel]]
     inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[dict[str, str]] = {}
     libraries: ClassVar[tuple[str, ...]] = ()
     # Params fields holding paths to user files: the key holds their content digest, not the path.
     file_fields: ClassVar[tuple[str, ...]] = ()
-    # Params that change how a step runs but not what it produces (a batch size, a memory budget): they stay out
-    # of the key, so changing them reuses the stored output. Only for steps whose tests prove the invariance.
+    # Params that do not change what the step produces: how it runs (a batch size, a memory budget), options of an
+    # embedded section that other steps read, or what reaches the step already through an input's digest or a
+    # resolved fact. They stay out of the key, so changing them reuses the stored output. A section option not
+    # named here is keyed: a forgotten one costs a rerun, never a stale result.
     unkeyed: ClassVar[tuple[str, ...]] = ()
     # True when the output measures this machine (latency): the CPU model then enters the key.
     host_dependent: ClassVar[bool] = False

@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from pydantic import Field
-
 from ..errors import BadInput
+from ..kinds.measure import BenchSpec
 from .arrays import count, load_samples, session_fixed_batch
-from .base import Step, StepContext, StepParams, register
+from .base import Step, StepContext, register
 from .ort_session import session
 
 Z95 = 1.959964  # two-sided 95% quantile of the standard normal
@@ -30,16 +29,10 @@ Z95 = 1.959964  # two-sided 95% quantile of the standard normal
 MIN_RUNS_FOR_CI = 6
 
 
-class BenchmarkParams(StepParams):
-    """What to time (batch sizes, on which runtime) and how long: see ``measure``."""
+class BenchmarkParams(BenchSpec):
+    """The bench section (what to time and how long: see ``measure``), on the target's runtime."""
 
-    batch_sizes: list[int]
-    warmup: int
-    iterations: int
     runtime: dict[str, Any]
-    # Defaults match BenchSpec's, so a plan that does not pass them times to the recipe defaults.
-    ci_width: float = Field(0.05, gt=0, lt=1)
-    max_seconds: float = Field(10.0, gt=0)
 
 
 def median_ci_ranks(n: int, z: float = Z95) -> tuple[int, int]:
@@ -156,7 +149,7 @@ def host_load() -> dict[str, Any]:
 
 
 @register
-class OrtBenchmark(Step):
+class OrtBenchmarkStep(Step):
     """Times one variant per batch size with the target's runtime; the CPU model is part of its key."""
 
     kind = "benchmark.ort"

@@ -19,23 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import BadInput
+from ..kinds.quant.static import CalibrateParams
 from .arrays import SampleFile, batches, fixed_batch, pad_batch
-from .base import Step, StepContext, StepParams, register
+from .base import Step, StepContext, register
 from .quiet import quiet
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 MiB = 1 << 20
-
-
-class CalibrateParams(StepParams):
-    method: str
-    batch_size: int
-    percentile: float
-    symmetric: bool
-    op_types: list[str] | None
-    num_bins: int = 2048
-    quantized_bins: int = 128
-    memory_mb: int | None = None  # None: auto_budget_mb()
 
 
 def auto_budget_mb() -> int:
@@ -93,7 +83,7 @@ def activation_bytes_per_sample(model, feed: dict[str, Any]) -> int:
 
 
 @register
-class OrtCalibrate(Step):
+class OrtCalibrateStep(Step):
     """Activation ranges of the pre-processed FP32 model over the calibration split."""
 
     kind = "calibrate.ort"
@@ -104,8 +94,9 @@ class OrtCalibrate(Step):
     inputs = ("model", "data")
     outputs = {"ranges": "calibration.json"}
     libraries = ("onnx", "onnxruntime", "numpy")
-    # Ranges do not depend on how samples are grouped (see the module docstring; tests check it).
-    unkeyed = ("batch_size", "memory_mb")
+    # Ranges do not depend on how samples are grouped (see the module docstring; tests check it); the sample count
+    # reaches the key as the calibration split's digest.
+    unkeyed = ("batch_size", "memory_mb", "samples")
 
     def run(self, ctx: StepContext, p: CalibrateParams) -> dict[str, Any]:
         from onnxruntime.quantization.calibrate import HistogramCalibrater, MinMaxCalibrater, save_tensors_data

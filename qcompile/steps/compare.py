@@ -65,7 +65,7 @@ class CompareParams(StepParams):
 
 
 @register
-class CompareOutputs(Step):
+class CompareOutputsStep(Step):
     """Fidelity of a variant's outputs to the reference's, and how much each task score dropped."""
 
     kind = "compare.outputs"

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..errors import BadInput
+from ..kinds.measure import GATES, EvalSpec
 from ..signature import Signature
 from .arrays import count, load_samples, model_batches, save_samples, session_fixed_batch
 from .base import Step, StepContext, StepParams, register
@@ -15,21 +16,28 @@ from .ort_session import session
 
 
 class EvaluateParams(StepParams):
+    """The eval section (its batch size; the gates are judged by compare), the model's signature and the target's
+    runtime."""
+
     signature: Signature
-    batch_size: int
+    eval: EvalSpec
     runtime: dict[str, Any]
 
 
 @register
-class OrtEvaluate(Step):
+class OrtEvaluateStep(Step):
     """Runs one variant over the evaluation samples with the target's runtime; writes outputs and scores."""
 
     kind = "evaluate.ort"
-    version = 3  # 2: one variant per node; outputs kept for compare; 3: non-finite outputs and labels checked
+    # 2: one variant per node; outputs kept for compare; 3: non-finite outputs and labels checked; 4: params hold
+    # the eval section
+    version = 4
     Params = EvaluateParams
     inputs = ("model", "data")
     outputs = {"outputs": "outputs.npz", "metrics": "metrics.json"}
     libraries = ("onnxruntime", "numpy")
+    # Gates change no output: a stricter one rejudges the stored result instead of evaluating again.
+    unkeyed = tuple(f"eval.{gate}" for gate in GATES)
 
     def open_session(self, path, runtime: dict[str, Any]):
         """The session this step runs: ONNX Runtime (a target's own runtime step overrides it)."""
@@ -41,7 +49,7 @@ class OrtEvaluate(Step):
         inputs, labels = load_samples(ctx.inputs["data"])
         sess = self.open_session(ctx.inputs["model"], p.runtime)
         names = [o.name for o in sess.get_outputs()]
-        chunks = model_batches(inputs, p.batch_size, session_fixed_batch(sess))
+        chunks = model_batches(inputs, p.eval.batch_size, session_fixed_batch(sess))
         parts: list[list[Any]] = [[] for _ in names]
         for feed, n in ctx.track(chunks, len(chunks), "evaluate"):
             for i, out in enumerate(sess.run(None, feed)):

@@ -1,4 +1,4 @@
-"""Export a torch model to one self-contained ONNX file, checked and compared with torch."""
+"""Export the torch module a model step stored to one self-contained ONNX file, checked and compared with torch."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ import warnings
 from typing import Any
 
 from ..errors import BadInput
+from ..kinds.model._torch import ExportParams
+from ..models import load_module
 from ..signature import Signature
-from .base import Step, StepContext, StepParams, register
-
-
-class ExportParams(StepParams):
-    arch: dict[str, Any]
-    signature: Signature
-    opset: int
-    tolerance: float
+from .base import Step, StepContext, register
 
 
 def example_inputs(signature: Signature, batch: int, seed: int):
@@ -49,34 +44,20 @@ def dynamic_shapes(signature: Signature):
     return tuple(spec_dims) if dims else None
 
 
-def build_model(arch: dict[str, Any]):
-    """An untrained ``nn.Module`` for ``arch``: the families of ``qcompile.models`` plus those from an optional
-    package (EfficientNet-Lite) or the user's code (a factory function)."""
-    if arch["family"] == "efficientnet_lite":
-        from .model import efficientnet_lite
-
-        return efficientnet_lite(arch["name"])
-    if arch["family"] == "factory":
-        from .factory import call_factory
-
-        return call_factory(arch)
-    from ..models import build_torch_model
-
-    return build_torch_model(arch)
-
-
 class ExportMismatch(RuntimeError):
     """The exported graph computes something else than the torch model."""
 
 
 @register
-class ExportOnnx(Step):
+class ExportOnnxStep(Step):
     """torch -> ONNX with the dynamo exporter, checked and compared with torch."""
 
     kind = "export.onnx"
-    version = 3  # 2: stack traces (absolute source paths) stripped; 3: names, dtypes and axes from the signature
+    # 2: stack traces (absolute source paths) stripped; 3: names, dtypes and axes from the signature; 4: the model
+    # step's module as input (not weights to load into a rebuilt one), a typed arch, the export section
+    version = 4
     Params = ExportParams
-    inputs = ("weights",)
+    inputs = ("module",)
     outputs = {"model": "model.onnx"}
     libraries = ("torch", "torchvision", "onnx", "onnxscript", "onnxruntime")
 
@@ -86,11 +67,7 @@ class ExportOnnx(Step):
         import onnxruntime as ort
         import torch
 
-        from .model import load_into, read_state_dict
-
-        model = build_model(p.arch)
-        load_into(model, read_state_dict(ctx.inputs["weights"]), p.arch.get("name") or p.arch["family"])
-        model.eval()
+        model = load_module(p.arch, ctx.inputs["module"]).eval()
         sig = p.signature
         dynamic = dynamic_shapes(sig)
         fixed = next((d for d in sig.inputs[0].shape[:1] if isinstance(d, int)), None)
@@ -103,7 +80,7 @@ class ExportOnnx(Step):
         with warnings.catch_warnings(), contextlib.redirect_stdout(log):
             warnings.simplefilter("ignore")
             try:
-                torch.onnx.export(model, example, str(path), dynamo=True, opset_version=p.opset,
+                torch.onnx.export(model, example, str(path), dynamo=True, opset_version=p.export.opset,
                                   external_data=False, input_names=sig.input_names,
                                   output_names=[o.name for o in sig.outputs], **kwargs)
             except Exception as e:  # the exporter raises many types; the model ran in torch, so it is the model's
@@ -114,8 +91,8 @@ class ExportOnnx(Step):
         onnx.save(proto, str(path))
         onnx.checker.check_model(proto, full_check=True)
         opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-        if opset != p.opset:
-            ctx.note(f"asked opset {p.opset}, the exporter produced opset {opset}")
+        if opset != p.export.opset:
+            ctx.note(f"asked opset {p.export.opset}, the exporter produced opset {opset}")
 
         # Compare on a batch size other than the example's, which also proves the batch axis is dynamic.
         check = example_inputs(sig, fixed or 3, seed=1)
@@ -125,9 +102,9 @@ class ExportOnnx(Step):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = sess.run(None, {spec.name: t.numpy() for spec, t in zip(sig.inputs, check)})[0]
         diff = float(np.max(np.abs(got - expected)))
-        if not diff <= p.tolerance:  # also catches NaN
+        if not diff <= p.export.tolerance:  # also catches NaN
             raise ExportMismatch(f"ONNX output differs from torch by {diff:.2e} (> model.export.tolerance "
-                                 f"{p.tolerance:.0e})")
+                                 f"{p.export.tolerance:.0e})")
         return {"opset": opset, "max_abs_diff": diff, "dynamic_batch": fixed is None}
 
 

@@ -5,28 +5,18 @@ into calibration and evaluation samples."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 from ..bundle.preprocess import open_image, preprocess_image
 from ..errors import BadInput
+from ..kinds.data.image_folder import ImageFolderParams
+from ..kinds.data.photos import PhotosParams
 from ..signature import TensorSpec
 from .arrays import batches, save_samples
-from .base import Step, StepContext, StepParams, register
+from .base import Step, StepContext, register
 
 # What a decoding failure looks like from Pillow: a bad or truncated file, or one it does not know.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError)
-
-
-class ImageFilesParams(StepParams):
-    files: tuple[Path, ...]
-    labels: tuple[int, ...] | None  # one class index per file, or None: unlabelled
-    input: TensorSpec
-    preprocess: dict[str, Any]  # the model's contract, with the concrete input shape
-    eval_samples: int
-    calib_samples: int
-    seed: int
-    on_bad_image: Literal["fail", "skip"] = "fail"
-    batch_size: int = 32
 
 
 def write_splits(ctx: StepContext, loaders: list[Callable[[], Any]], labels: list[int] | None,
@@ -64,68 +54,51 @@ def _open_or_bad_input(path: Path):
 
 
 @register
-class ImageFolderData(Step):
+class ImageFolderDataStep(Step):
     """The user's image files, with labels or without, transformed as the model's preprocessing contract says."""
 
     kind = "data.image_folder"
-    Params = ImageFilesParams
+    version = 2  # 2: params hold the data section
+    Params = ImageFolderParams
     outputs = {"calib": "calib.npz", "eval": "eval.npz"}
     libraries = ("numpy", "pillow")
     file_fields = ("files",)
+    # The folder and the labels file reach the key as what they resolved to: the files' content and the labels.
+    unkeyed = ("data.path", "data.labels")
 
-    def preflight(self, p: ImageFilesParams) -> None:
+    def preflight(self, p: ImageFolderParams) -> None:
         self._good(p)
 
-    def _good(self, p: ImageFilesParams) -> list[int]:
+    def _good(self, p: ImageFolderParams) -> list[int]:
         """Indices of the files that decode; a bad one is bad input (``fail``) or left out (``skip``)."""
         good = []
         for i, path in enumerate(p.files):
             problem = _decodable(path)
             if problem is None:
                 good.append(i)
-            elif p.on_bad_image == "fail":
+            elif p.data.on_bad_image == "fail":
                 raise BadInput(f"{path} cannot be decoded as an image ({problem}); remove it, or set "
                                "data.on_bad_image=skip", key="data.path")
-        need = p.eval_samples + p.calib_samples
+        need = p.data.eval_samples + p.calib_samples
         if len(good) < need:
-            raise BadInput(f"has {len(good)} decodable images; data.eval_samples={p.eval_samples} plus "
+            raise BadInput(f"has {len(good)} decodable images; data.eval_samples={p.data.eval_samples} plus "
                            f"quant.calibration.samples={p.calib_samples} need {need}", key="data.path")
         return good
 
-    def run(self, ctx: StepContext, p: ImageFilesParams) -> dict[str, Any]:
+    def run(self, ctx: StepContext, p: ImageFolderParams) -> dict[str, Any]:
         from .data import split
 
         # Preflight decoded every file already when a bad one fails the build: decode each only once more here.
-        good = self._good(p) if p.on_bad_image == "skip" else list(range(len(p.files)))
-        eval_pos, _, calib_pos = split(len(good), p.eval_samples, p.calib_samples, p.seed)
+        good = self._good(p) if p.data.on_bad_image == "skip" else list(range(len(p.files)))
+        eval_pos, _, calib_pos = split(len(good), p.data.eval_samples, p.calib_samples, p.data.seed)
         loaders = [lambda path=path: _open_or_bad_input(path) for path in p.files]
-        write_splits(ctx, loaders, None if p.labels is None else list(p.labels),
-                     [good[i] for i in eval_pos], [good[i] for i in calib_pos], p.preprocess, p.input, p.batch_size)
+        write_splits(ctx, loaders, None if p.labels is None else list(p.labels), [good[i] for i in eval_pos],
+                     [good[i] for i in calib_pos], p.preprocess, p.input, p.data.batch_size)
         skipped = [str(p.files[i].name) for i in sorted(set(range(len(p.files))) - set(good))]
         if skipped:
             ctx.note(f"skipped {len(skipped)} images that cannot be decoded: {', '.join(skipped[:5])}")
         return {"calib": len(calib_pos), "eval": len(eval_pos), "labels": p.labels is not None,
                 "skipped": len(skipped)}
-
-
-# skimage.data's photos, with the ImageNet class a person looking at each would name where one class fits; the
-# others are unlabelled (textures, microscopy, text...) and go to calibration.
-PHOTO_LABELS = {"chelsea": 281,   # tabby, tabby cat: "Chelsea the cat", an orange tabby
-                "coffee": 967,    # espresso: "Coffee cup", a photo courtesy of Pikolo Espresso Bar
-                "clock": 892,     # wall clock: "Motion blurred clock", a wall clock
-                "camera": 759}    # reflex camera: the cameraman's camera on its tripod
-PHOTOS_UNLABELLED = ("astronaut", "rocket", "immunohistochemistry", "retina", "hubble_deep_field", "colorwheel",
-                     "coins", "moon", "page", "text", "brick", "grass", "gravel", "horse", "logo", "microaneurysms",
-                     "checkerboard")
-
-
-class PhotosParams(StepParams):
-    input: TensorSpec
-    preprocess: dict[str, Any]
-    calib_samples: int
-    labels: dict[str, int]
-    unlabelled: tuple[str, ...]
-    labelled: bool = True
 
 
 def photo(name: str):
@@ -142,11 +115,12 @@ def photo(name: str):
 
 
 @register
-class PhotosData(Step):
+class PhotosDataStep(Step):
     """scikit-image's real photos, offline, written to a folder at build time and read back as image files: the
     labelled ones are the evaluation set, the others calibrate."""
 
     kind = "data.photos"
+    version = 2  # 2: params hold the data section
     Params = PhotosParams
     outputs = {"calib": "calib.npz", "eval": "eval.npz"}
     libraries = ("scikit-image", "numpy", "pillow")
@@ -169,6 +143,7 @@ class PhotosData(Step):
         labels = [*p.labels.values(), *([-1] * len(p.unlabelled))]
         eval_idx = list(range(len(p.labels)))
         calib_idx = list(range(len(p.labels), len(p.labels) + p.calib_samples))
-        write_splits(ctx, loaders, labels if p.labelled else None, eval_idx, calib_idx, p.preprocess, p.input,
+        write_splits(ctx, loaders, labels if p.data.labelled else None, eval_idx, calib_idx, p.preprocess, p.input,
                      batch_size=8)
-        return {"calib": len(calib_idx), "eval": len(eval_idx), "labels": p.labelled, "eval_photos": list(p.labels)}
+        return {"calib": len(calib_idx), "eval": len(eval_idx), "labels": p.data.labelled,
+                "eval_photos": list(p.labels)}

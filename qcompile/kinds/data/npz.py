@@ -6,11 +6,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from ...graph import Node, Ref
-from ...steps import data as steps
+from ...graph import Node, StepParams
+from ...signature import TensorSpec
 from ..registry import register
 from ..section import UserFile
-from ._split import SplitData
+from ._split import SplitData, provide_splits
 
 
 def _classes(sig) -> int | None:
@@ -31,11 +31,15 @@ class NpzData(SplitData):
 
     def compile(self, b) -> None:
         sig = b.need("signature", self)
-        b.add(Node("data", steps.NpzData.kind,
-                   steps.NpzParams(path=self.path, x_key=self.x_key, y_key=self.y_key, inputs=sig.inputs,
-                                   classes=_classes(sig),
-                                   eval_samples=self.eval_samples, calib_samples=self.calib_samples(b),
-                                   seed=self.seed)))
-        b.provide("samples.calib", Ref("data", "calib"), self)
-        b.provide("samples.eval", Ref("data", "eval"), self)
-        b.provide("samples.labels", self.y_key is not None, self)
+        b.add(Node("data", "data.npz", NpzParams(data=self, inputs=sig.inputs, classes=_classes(sig),
+                                                 calib_samples=self.calib_samples(b))))
+        provide_splits(self, b, "data", ("calib", "eval"), labels=self.y_key is not None)
+
+
+class NpzParams(StepParams):
+    """Params of the ``data.npz`` step."""
+
+    data: NpzData
+    inputs: tuple[TensorSpec, ...]  # the model's
+    classes: int | None = None  # a classifier's class count: labels must fall in 0..classes-1
+    calib_samples: int

@@ -4,16 +4,26 @@ ImageNet model is measured on real photos without a download. Needs the ``images
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from ...errors import BadInput
-from ...graph import Node, Ref
-from ...steps import images as steps
+from ...graph import Node, StepParams
+from ...signature import TensorSpec
 from ..registry import register
 from ..section import Kind
-from ._split import image_contract
+from ._split import image_contract, provide_splits
+
+# skimage.data's photos, with the ImageNet class a person looking at each would name where one class fits; the
+# others are unlabelled (textures, microscopy, text...) and go to calibration.
+PHOTO_LABELS = {"chelsea": 281,   # tabby, tabby cat: "Chelsea the cat", an orange tabby
+                "coffee": 967,    # espresso: "Coffee cup", a photo courtesy of Pikolo Espresso Bar
+                "clock": 892,     # wall clock: "Motion blurred clock", a wall clock
+                "camera": 759}    # reflex camera: the cameraman's camera on its tripod
+PHOTOS_UNLABELLED = ("astronaut", "rocket", "immunohistochemistry", "retina", "hubble_deep_field", "colorwheel",
+                     "coins", "moon", "page", "text", "brick", "grass", "gravel", "horse", "logo", "microaneurysms",
+                     "checkerboard")
 
 
 @register("data")
@@ -30,17 +40,24 @@ class PhotosData(Kind):
             raise BadInput("the photos need scikit-image: pip install 'qcompile[images]'", key="data.kind")
         image, pre = image_contract(self, b, "photos")
         calib = b.get("calib.samples", 0)
-        if calib > len(steps.PHOTOS_UNLABELLED):
-            raise BadInput(f"asks {calib} calibration photos; {len(steps.PHOTOS_UNLABELLED)} are set aside for "
+        if calib > len(PHOTOS_UNLABELLED):
+            raise BadInput(f"asks {calib} calibration photos; {len(PHOTOS_UNLABELLED)} are set aside for "
                            "calibration", key="quant.calibration.samples")
         out = b.need("signature", self).outputs[0].shape
         if self.labelled and (not out or out[-1] != 1000):
             raise BadInput(f"the photos are labelled with ImageNet classes; the model has {out[-1] if out else '?'} "
                            "outputs (set data.labelled=false to measure fidelity only)", key="data.labelled")
-        b.add(Node("data", steps.PhotosData.kind,
-                   steps.PhotosParams(input=image, preprocess=pre, calib_samples=calib,
-                                      labels=steps.PHOTO_LABELS, unlabelled=steps.PHOTOS_UNLABELLED,
-                                      labelled=self.labelled)))
-        b.provide("samples.calib", Ref("data", "calib"), self)
-        b.provide("samples.eval", Ref("data", "eval"), self)
-        b.provide("samples.labels", self.labelled, self)
+        b.add(Node("data", "data.photos", PhotosParams(data=self, input=image, preprocess=pre, calib_samples=calib,
+                                                       labels=PHOTO_LABELS, unlabelled=PHOTOS_UNLABELLED)))
+        provide_splits(self, b, "data", ("calib", "eval"), labels=self.labelled)
+
+
+class PhotosParams(StepParams):
+    """Params of the ``data.photos`` step; the photo lists are in the key, so editing them rebuilds."""
+
+    data: PhotosData
+    input: TensorSpec  # the model's image input, with a concrete (C, H, W)
+    preprocess: dict[str, Any]  # the model's contract, with the concrete input shape
+    calib_samples: int
+    labels: dict[str, int]
+    unlabelled: tuple[str, ...]

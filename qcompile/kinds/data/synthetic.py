@@ -7,10 +7,10 @@ from typing import Literal
 from pydantic import PositiveInt
 
 from ...errors import BadInput
-from ...graph import Node, Ref
-from ...steps import data as steps
+from ...graph import Node, StepParams
+from ...signature import TensorSpec
 from ..registry import register
-from ._split import SplitData
+from ._split import SplitData, provide_splits
 
 
 @register("data")
@@ -26,9 +26,14 @@ class SyntheticData(SplitData):
             if not all(isinstance(d, int) for d in spec.sample_shape):
                 raise BadInput(f"input {spec.name!r} has dynamic axes {spec.sample_shape}; synthetic data needs a "
                                "concrete shape (set model.input_shape)", key="data.kind")
-        b.add(Node("data", steps.SyntheticData.kind,
-                   steps.SyntheticParams(inputs=sig.inputs, eval_samples=self.eval_samples,
-                                         calib_samples=self.calib_samples(b), seed=self.seed)))
-        b.provide("samples.calib", Ref("data", "calib"), self)
-        b.provide("samples.eval", Ref("data", "eval"), self)
-        b.provide("samples.labels", False, self)
+        b.add(Node("data", "data.synthetic",
+                   SyntheticParams(data=self, inputs=sig.inputs, calib_samples=self.calib_samples(b))))
+        provide_splits(self, b, "data", ("calib", "eval"), labels=False)
+
+
+class SyntheticParams(StepParams):
+    """Params of the ``data.synthetic`` step."""
+
+    data: SyntheticData
+    inputs: tuple[TensorSpec, ...]  # the model's
+    calib_samples: int

@@ -10,9 +10,9 @@ from typing import Literal
 from pydantic import Field
 
 from ...errors import BadInput
-from ...graph import Node, Ref
+from ...graph import Node, Ref, StepParams
+from ...models.arch import EfficientNetLiteArch
 from ...signature import image_classifier
-from ...steps import model as steps
 from ..registry import register
 from ..section import IMAGENET, ExportSpec, Kind, Normalize, Preprocess, contract
 from ._torch import provide_torch_model
@@ -51,8 +51,18 @@ class EfficientNetLiteModel(Kind):
         b.provide("preprocess", contract(shape, self.normalize, self.preprocess), self)
         b.provide("labels", list(IMAGENET_CATEGORIES), self)
 
+    @property
+    def arch(self) -> EfficientNetLiteArch:
+        """The network this section names (without its weights)."""
+        return EfficientNetLiteArch(name=self.name)
+
     def compile(self, b) -> None:
-        b.add(Node("model", steps.EfficientNetLite.kind,
-                   steps.EfficientNetLiteParams(name=self.name, weights=weights_file())))
-        provide_torch_model(self, b, Ref("model", "weights"), {"family": "efficientnet_lite", "name": self.name},
-                            self.export)
+        b.add(Node("model", "model.efficientnet_lite", EfficientNetLiteParams(model=self, weights_file=weights_file())))
+        provide_torch_model(self, b, Ref("model", "module"), self.arch, self.export)
+
+
+class EfficientNetLiteParams(StepParams):
+    """Params of the ``model.efficientnet_lite`` step: the section, and the weights file its package ships."""
+
+    model: EfficientNetLiteModel
+    weights_file: Path

@@ -10,9 +10,9 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt
 
 from ...errors import BadInput
-from ...graph import Node, Ref
+from ...graph import Node, Ref, StepParams
+from ...models.arch import FactoryArch
 from ...signature import image_classifier
-from ...steps import factory as steps
 from ..registry import register
 from ..section import ExportSpec, Kind, Normalize, Preprocess, UserDir, UserFile, contract
 from ._torch import provide_torch_model
@@ -65,10 +65,15 @@ class FactoryModel(Kind):
 
     def compile(self, b) -> None:
         source = self._source()
-        # The source digest in the architecture: the export step rebuilds when the model code changes even if the
-        # weights it produced are byte-identical (an edited forward()).
-        arch = {"family": "factory", "function": self.function, "kwargs": self.kwargs or {}, "root": str(self.root),
-                "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
-        b.add(Node("model", steps.FactoryModel.kind, steps.FactoryParams(arch=arch, source=source,
-                                                                        weights=self.weights)))
-        provide_torch_model(self, b, Ref("model", "weights"), arch, self.export)
+        arch = FactoryArch(function=self.function, kwargs=self.kwargs or {}, root=self.root,
+                           source_sha256=hashlib.sha256(source.read_bytes()).hexdigest())
+        b.add(Node("model", "model.factory", FactoryParams(model=self, arch=arch, source=source)))
+        provide_torch_model(self, b, Ref("model", "module"), arch, self.export)
+
+
+class FactoryParams(StepParams):
+    """Params of the ``model.factory`` step: the section, the architecture it names, and the module file."""
+
+    model: FactoryModel
+    arch: FactoryArch
+    source: Path  # the module file: its content digest joins the key

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from ...graph import Node, Ref
+from ...models.arch import MnistCnnArch
 from ...signature import image_classifier
-from ...steps import model as steps
 from ..registry import register
 from ..section import ExportSpec, Kind, Normalize, Section, contract
 from ._torch import provide_torch_model
@@ -17,6 +17,7 @@ from ._torch import provide_torch_model
 MNIST_NORMALIZE = Normalize(mean=[0.1307], std=[0.3081])
 
 
+# The params of the model.mnist_cnn step, as they are: every field changes the trained weights.
 class TrainSpec(Section):
     """Training of the demo model (a cached step, so it runs once)."""
 
@@ -43,10 +44,7 @@ class MnistCnnModel(Kind):
         b.provide("labels", [str(d) for d in range(10)], self)
 
     def compile(self, b) -> None:
-        t = self.train
-        b.add(Node("train", steps.TrainMnistCnn.kind,
-                   steps.TrainParams(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed),
+        b.add(Node("train", "model.mnist_cnn", self.train,
                    inputs={"train": b.need("samples.train", self, "a training split (samples.train)")},
                    publish={"weights": "weights.pt"}))
-        arch = {"family": "mnist_cnn", "name": "mnist_cnn", "num_classes": 10}
-        provide_torch_model(self, b, Ref("train", "weights"), arch, self.export)
+        provide_torch_model(self, b, Ref("train", "module"), MnistCnnArch(), self.export)

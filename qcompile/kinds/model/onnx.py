@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveInt
 
 from ...errors import BadInput
-from ...graph import Node, Ref
+from ...graph import Node, Ref, StepParams
 from ...signature import Signature, Task, TensorSpec
-from ...steps import model as steps
 from ..registry import register
 from ..section import Kind, Normalize, Preprocess, UserFile, contract
+from ._onnx_signature import inspect_onnx
 
 
 @register("model")
@@ -29,8 +30,6 @@ class OnnxModel(Kind):
                                                              "(null: resize straight to the input size)")
 
     def declare(self, b) -> None:
-        from ...steps.onnx_signature import inspect_onnx
-
         sig, external = inspect_onnx(self.path, self.task)
         b.provide("onnx.external_files", external, self)
         if self.input_shape is not None:
@@ -53,8 +52,17 @@ class OnnxModel(Kind):
         return sig.model_copy(update={"inputs": (spec,)})
 
     def compile(self, b) -> None:
-        b.add(Node("model", steps.OnnxFile.kind,
-                   steps.OnnxFileParams(path=self.path, external=b.need("onnx.external_files", self),
-                                        signature=b.need("signature", self)),
+        b.add(Node("model", "model.onnx",
+                   OnnxFileParams(model=self, external=b.need("onnx.external_files", self),
+                                  signature=b.need("signature", self)),
                    publish={"model": "model.fp32.onnx"}))
         b.provide("onnx.fp32", Ref("model", "model"), self)
+
+
+class OnnxFileParams(StepParams):
+    """Params of the ``model.onnx`` step: the section, the external data files the model names (keyed by content
+    like the model), and the signature read from the file at plan time."""
+
+    model: OnnxModel
+    external: tuple[Path, ...] = ()
+    signature: Signature

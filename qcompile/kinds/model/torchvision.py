@@ -12,9 +12,9 @@ from typing import Literal
 from pydantic import Field, PositiveInt, field_validator
 
 from ...errors import BadInput
-from ...graph import Node, Ref
+from ...graph import Node, Ref, StepParams
+from ...models.arch import TorchvisionArch
 from ...signature import image_classifier
-from ...steps import model as steps
 from ..registry import register
 from ..section import IMAGENET, ExportSpec, Kind, Normalize, Preprocess, contract
 from ._torch import provide_torch_model
@@ -120,9 +120,20 @@ class TorchvisionModel(Kind):
             norm, pre = self.normalize or IMAGENET, self.preprocess
         b.provide("preprocess", contract(shape, norm, pre), self)
 
+    @property
+    def arch(self) -> TorchvisionArch:
+        """The network this section names (without its weights)."""
+        return TorchvisionArch(name=self.name, num_classes=self.num_classes)
+
     def compile(self, b) -> None:
-        b.add(Node("model", steps.TorchvisionModel.kind,
-                   steps.TorchvisionParams(name=self.name, num_classes=self.num_classes, seed=self.seed,
-                                           weights=self._weights_file(), pretrained=self.weights_name)))
-        arch = {"family": "torchvision", "name": self.name, "num_classes": self.num_classes}
-        provide_torch_model(self, b, Ref("model", "weights"), arch, self.export)
+        b.add(Node("model", "model.torchvision",
+                   TorchvisionParams(model=self, weights_file=self._weights_file(), pretrained=self.weights_name)))
+        provide_torch_model(self, b, Ref("model", "module"), self.arch, self.export)
+
+
+class TorchvisionParams(StepParams):
+    """Params of the ``model.torchvision`` step: the section, with its weights resolved to a file."""
+
+    model: TorchvisionModel
+    weights_file: Path | None = None  # a state_dict file: the user's, or named weights in the torch hub cache
+    pretrained: str | None = None  # torchvision's weights name when ``weights_file`` is its file in the hub cache

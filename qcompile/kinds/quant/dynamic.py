@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import field_validator
 
 from ...graph import Node, Ref
-from ...steps import quantize
 from ..builder import Variant
 from ..registry import register
 from ..section import Kind
@@ -28,10 +27,8 @@ class DynamicQuant(Kind):
     _ops = field_validator("op_types")(classmethod(lambda cls, v: check_op_types(v)))
 
     def compile(self, b) -> None:
-        params = quantize.DynamicParams(weight_type=self.weight_type, per_channel=self.per_channel,
-                                        reduce_range=self.reduce_range, op_types=self.op_types,
-                                        exclude_nodes=self.exclude_nodes)
-        b.add(Node("quantize", quantize.OrtDynamicQuantize.kind, params, inputs={"model": preprocessed(b, self)}))
+        # The section is the quantize step's params: every option of it changes the quantized model.
+        b.add(Node("quantize", "quantize.ort_dynamic", self, inputs={"model": preprocessed(b, self)}))
         b.add_variant(Variant("int8_dynamic", Ref("quantize", "model"),
-                              scheme={"kind": "dynamic", "step": quantize.OrtDynamicQuantize.kind,
-                                      **params.model_dump(mode="json")}))
+                              scheme={"kind": "dynamic", "step": "quantize.ort_dynamic",
+                                      **self.model_dump(mode="json", exclude={"kind"})}))

@@ -6,12 +6,11 @@ excluded nodes) reuse the stored ranges.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 
-from ...graph import Node, Ref
-from ...steps import calibrate, quantize
+from ...graph import Node, Ref, StepParams
 from ..builder import Variant
 from ..registry import register
 from ..section import Kind, Section
@@ -64,23 +63,42 @@ class StaticQuant(Kind):
         return b.need("quant.defaults", self, "the target's quantization defaults")["activation_type"]
 
     def compile(self, b) -> None:
-        prep, c = preprocessed(b, self), self.calibration
-        b.add(Node("calibrate", calibrate.OrtCalibrate.kind,
-                   calibrate.CalibrateParams(method=c.method, batch_size=c.batch_size, percentile=c.percentile,
-                                             symmetric=c.symmetric, op_types=self.op_types,
-                                             num_bins=c.num_bins, memory_mb=c.memory_mb),
+        prep = preprocessed(b, self)
+        b.add(Node("calibrate", "calibrate.ort",
+                   CalibrateParams(**self.calibration.model_dump(), op_types=self.op_types),
                    inputs={"model": prep, "data": b.need("samples.calib", self, "calibration samples")},
                    publish={"ranges": "calibration.json"}))
-        params = quantize.StaticParams(format=self.format, activation_type=self.activation(b),
-                                       weight_type=self.weight_type, per_channel=self.per_channel,
-                                       reduce_range=self.reduce_range, op_types=self.op_types,
-                                       exclude_nodes=self.exclude_nodes, method=c.method,
-                                       **_target_rules(b.get("quant.defaults") or {}))
-        b.add(Node("quantize", quantize.OrtStaticQuantize.kind, params,
+        params = StaticQuantizeParams(quant=self, activation_type=self.activation(b),
+                                      **_target_rules(b.get("quant.defaults") or {}))
+        b.add(Node("quantize", "quantize.ort_static", params,
                    inputs={"model": prep, "ranges": Ref("calibrate", "ranges")}))
-        b.add_variant(Variant("int8", Ref("quantize", "model"),
-                              scheme={"kind": "static", "step": quantize.OrtStaticQuantize.kind,
-                                      **params.model_dump(mode="json")}))
+        b.add_variant(Variant("int8", Ref("quantize", "model"), scheme=params.scheme()))
+
+
+class CalibrateParams(Calibration):
+    """Params of the ``calibrate.ort`` step: the calibration section, and which op types' tensors get ranges."""
+
+    op_types: list[str] | None  # the quant section's
+    quantized_bins: int = 128  # ORT's num_quantized_bins for entropy and percentile
+
+
+class StaticQuantizeParams(StepParams):
+    """Params of the ``quantize.ort_static`` step: the section, with the activation type resolved (``host``: by
+    the machine that runs the step) and the target's rules."""
+
+    quant: StaticQuant
+    activation_type: str
+    # From the target's quantization defaults (TensorRT: symmetric activations, zero points 0, float bias).
+    activation_symmetric: bool = False
+    quantize_bias: bool = True
+
+    def scheme(self) -> dict[str, Any]:
+        """How the variant was made, flat, for reports and the bundle."""
+        q = self.quant
+        return {"kind": "static", "step": "quantize.ort_static",
+                **q.model_dump(mode="json", exclude={"kind", "activation_type", "calibration"}),
+                "activation_type": self.activation_type, "method": q.calibration.method,
+                "activation_symmetric": self.activation_symmetric, "quantize_bias": self.quantize_bias}
 
 
 def _target_rules(defaults: dict) -> dict:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ...steps.quantize import ACTIVATION_FOR_ISA, HOST
+from ..quant._ort import ACTIVATION_FOR_ISA, HOST
 from ..registry import register
 from ..section import Kind
 

@@ -15,8 +15,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from ...errors import BadInput
-from ...graph import Node, Ref
-from ...steps import ort_format
+from ...graph import Node, Ref, StepParams
 from ..registry import register
 from ..section import Kind
 
@@ -48,11 +47,10 @@ class OrtMobileTarget(Kind):
             if not isinstance(batch, str):
                 raise BadInput(f"the model's batch axis is already fixed at {batch}", key="target.fixed_batch")
             fixed = {batch: self.fixed_batch}
-        params = ort_format.OrtFormatParams(optimization_style=self.optimization_style, target_platform="arm",
-                                            fixed_dims=fixed)
+        params = OrtFormatParams(target=self, fixed_dims=fixed)
         bundles = {}
         for v in b.variants:
-            node = b.add(Node(f"ort_format.{v.name}", ort_format.OrtFormat.kind, params, inputs={"model": v.model},
+            node = b.add(Node(f"ort_format.{v.name}", "convert.ort_format", params, inputs={"model": v.model},
                               publish={"model": f"model.{v.name}.ort", "usability": f"usability.{v.name}.json"}))
             v.deploy = Ref(node.name, "model")
             bundles[v.name] = {"model_file": "model.ort", "app_snippets": True,
@@ -60,3 +58,10 @@ class OrtMobileTarget(Kind):
                                          "required_operators_and_types.config": Ref(node.name, "operators_types"),
                                          "usability.json": Ref(node.name, "usability")}}
         b.provide("bundle.files", bundles, self)
+
+
+class OrtFormatParams(StepParams):
+    """Params of the ``convert.ort_format`` step: the target section, with its fixed batch named as the model's axis."""
+
+    target: OrtMobileTarget
+    fixed_dims: dict[str, int]  # dim_param -> value (empty: shapes stay as they are)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ...errors import BadInput
-from ...graph import Node, Ref
-from ...steps import trt_check, trt_engine
+from ...graph import Node, Ref, StepParams
 from ..registry import register
 from ..section import Kind, UserFile
 
@@ -89,18 +89,16 @@ class TensorRTTarget(Kind):
         for v in b.variants:
             model = v.model
             if v.scheme.get("kind") != "fp32":
-                check = b.add(Node(f"trt_check.{v.name}", trt_check.TrtQdqCheck.kind,
-                                   trt_check.TrtCheckParams(strict=self.strict), inputs={"model": v.model},
+                check = b.add(Node(f"trt_check.{v.name}", "check.tensorrt_qdq", TrtCheckParams(target=self),
+                                   inputs={"model": v.model},
                                    publish={"violations": f"trt_check.{v.name}.json"}))
                 model = Ref(check.name, "model")
             files = {"model.onnx": model}
             if self.engine:
                 # One timing cache threads through the engines: each build starts from the previous one's.
-                params = trt_engine.EngineParams(
-                    inputs=[[t.name, *t.sample_shape] for t in sig.inputs], profile_batch=list(self.profile_batch),
-                    workspace_mb=self.workspace_mb, optimization_level=self.optimization_level,
-                    timing_cache=str(self.timing_cache) if self.timing_cache and cache is None else None)
-                node = b.add(Node(f"engine.{v.name}", trt_engine.TrtEngine.kind, params,
+                params = EngineParams(target=self, inputs=[[t.name, *t.sample_shape] for t in sig.inputs],
+                                      timing_cache=self.timing_cache if cache is None else None)
+                node = b.add(Node(f"engine.{v.name}", "engine.tensorrt", params,
                                   inputs={"model": model, **({"timing_cache": cache} if cache else {})}))
                 cache = Ref(node.name, "timing_cache")
                 v.deploy = Ref(node.name, "engine")
@@ -114,6 +112,21 @@ class TensorRTTarget(Kind):
         if cache is not None:
             b.plan.node(cache.node).publish["timing_cache"] = "timing.cache"
         b.provide("bundle.files", bundles, self)
+
+
+class TrtCheckParams(StepParams):
+    """Params of the ``check.tensorrt_qdq`` step: the target section (``strict`` decides a violation's fate)."""
+
+    target: TensorRTTarget
+
+
+class EngineParams(StepParams):
+    """Params of the ``engine.tensorrt`` step: the target section, the model's inputs, and the timing cache file
+    the first engine starts from (later ones start from the previous engine's)."""
+
+    target: TensorRTTarget
+    inputs: list[list[Any]]  # [name, *sample_shape] per network input (batch axis excluded)
+    timing_cache: Path | None = None
 
 
 def trtexec_command(sig, batch: tuple[int, int, int], workspace_mb: int) -> str:

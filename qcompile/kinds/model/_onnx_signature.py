@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..cache.keys import racy, stat_stamp
-from ..errors import BadInput
-from ..signature import Signature, TensorSpec
+from ...cache.keys import racy, stat_stamp
+from ...errors import BadInput
+from ...signature import Signature, TensorSpec
 
 _MEMO_VERSION = 1
 
@@ -91,7 +91,7 @@ def _inspect(path: Path, task: str, key: str) -> tuple[Signature, tuple[Path, ..
 
 
 def _memo_file(path: Path, task: str) -> Path | None:
-    from ..cache import default_cache_dir
+    from ...cache import default_cache_dir
 
     try:
         root = default_cache_dir() / "memo" / "onnx-signatures"

@@ -1,0 +1,44 @@
+"""The user's model function: ``package.module:function`` imported from a folder and called with keyword arguments."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import BadInput
+from .arch import FactoryArch
+
+
+def call_factory(arch: FactoryArch):
+    """The ``nn.Module`` the factory returns; bad input naming ``model.function`` when it does not import, is not
+    callable, raises, or returns something else."""
+    import importlib
+
+    import torch
+
+    module_name, _, fn_name = arch.function.partition(":")
+    key = "model.function"
+    root = str(arch.root)
+    sys.path.insert(0, root)
+    try:
+        importlib.invalidate_caches()
+        if module_name in sys.modules:
+            module = importlib.reload(sys.modules[module_name])  # the file may have changed in this process
+        else:
+            module = importlib.import_module(module_name)
+    except Exception as e:  # the user's module: any error while importing it is theirs
+        raise BadInput(f"{module_name} does not import from {root}: {type(e).__name__}: {str(e)[:200]}",
+                       key=key) from None
+    finally:
+        if sys.path and sys.path[0] == root:
+            sys.path.pop(0)
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise BadInput(f"{module_name} has no callable {fn_name!r}", key=key)
+    try:
+        model = fn(**arch.kwargs)
+    except Exception as e:  # the user's function
+        raise BadInput(f"{arch.function}(**model.kwargs) raised {type(e).__name__}: {str(e)[:200]}",
+                       key=key) from None
+    if not isinstance(model, torch.nn.Module):
+        raise BadInput(f"{arch.function} returned {type(model).__name__}, not a torch.nn.Module", key=key)
+    return model
