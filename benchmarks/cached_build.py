@@ -50,7 +50,7 @@ def main() -> None:
             cold = _run(python, ["-m", "qcompile", "build"], env, str(home))
             rows[label] = {"cold": cold, "import": [], "cached": [], "env": env, "python": python, "home": home}
         for _ in range(a.rounds):
-            for label, row in rows.items():
+            for row in rows.values():
                 row["import"].append(_run(row["python"], ["-c", "import qcompile"], row["env"], str(row["home"])))
                 row["cached"].append(_run(row["python"], ["-m", "qcompile", "build"], row["env"], str(row["home"])))
     print(f"demo build, {a.rounds} rounds, {os.cpu_count()} CPUs; best of the rounds (all runs in parentheses)")

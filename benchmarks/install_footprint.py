@@ -36,8 +36,9 @@ nodes = [helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1
          helper.make_node("GlobalAveragePool", ["r"], ["g"], name="pool"),
          helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
          helper.make_node("MatMul", ["f", "fc"], ["logits"], name="fc")]
-graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])], [w, fc])
+x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])
+y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])
+graph = helper.make_graph(nodes, "tiny", [x], [y], [w, fc])
 onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(out / "net.onnx"))
 for c in range(4):
     (out / "photos" / str(c)).mkdir(parents=True)

@@ -27,6 +27,8 @@ def compile_plan(recipe: Recipe) -> Plan:
     b = Builder(recipe)
     sections = [getattr(recipe, group) for group in GROUPS]  # data, model, quant, target
     for section in sections:
+        section.check_requirements()  # a missing extra is named before anything is planned or run
+    for section in sections:
         section.declare(b)
     for section in sections:
         section.compile(b)

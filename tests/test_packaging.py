@@ -30,3 +30,26 @@ def test_wheel_carries_recipes_and_finds_them(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "resnet50"
+
+
+def test_a_kind_names_the_extra_it_needs():
+    """torch is an extra: a torch kind without it exits 2 naming the extra (benchmarks/install_footprint.py runs
+    this in a real environment without torch); here a module that is surely missing stands in for it."""
+    import pytest
+
+    import qcompile
+    from qcompile import BadInput
+
+    recipe = qcompile.load_recipe("demo")
+    model = recipe.model
+    assert model.requires == {"torch": "torch"}
+    model.check_requirements()  # torch is installed for the tests: nothing to say
+
+    class WithoutIt(type(model)):
+        requires = {"qcompile_no_such_module": "torch"}
+
+    with pytest.raises(BadInput, match=r"^model\.kind=mnist_cnn needs the 'torch' extra \(qcompile_no_such_module "
+                                       r"is not installed\): pip install 'qcompile\[torch\]'$"):
+        WithoutIt.model_validate(model.model_dump()).check_requirements()
+    onnx_kinds = {name: cls.requires for name, cls in qcompile.kinds.kinds("model").items()}
+    assert onnx_kinds["onnx"] == {} and all("torch" in r for n, r in onnx_kinds.items() if n != "onnx")

@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None, folder: Path = HERE) -> int:
     """Verify the bundle, then print the top classes of each input. Exit 2 on a bad bundle or input."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="run.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_NPY", help="image files, or one .npy / .npz of samples")
     p.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)  # --help exits 0, a bad flag exits 2

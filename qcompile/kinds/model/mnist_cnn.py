@@ -3,7 +3,7 @@ training split."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
@@ -30,6 +30,8 @@ class TrainSpec(Section):
 @register("model")
 class MnistCnnModel(Kind):
     """The offline demo model: a small CNN trained on real digits (any data kind with a training split)."""
+
+    requires: ClassVar[dict[str, str]] = {"torch": "torch"}
 
     kind: Literal["mnist_cnn"]
     input_shape: tuple[Literal[1], Literal[28], Literal[28]] = (1, 28, 28)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 
@@ -37,6 +37,8 @@ def torch_hub_checkpoints() -> Path:
 class TorchvisionModel(Kind):
     """A torchvision classifier: random-init (latency, fidelity), pretrained weights from the torch hub cache, or a
     local state_dict."""
+
+    requires: ClassVar[dict[str, str]] = {"torch": "torch", "torchvision": "torch"}
 
     kind: Literal["torchvision"]
     name: TorchvisionName
