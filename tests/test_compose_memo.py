@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .conftest import after_ctime_tick
 from .test_trust import tiny_recipes
 
 # The CLI in a fresh process, saying at exit whether Hydra was imported (the memo path never imports it).
@@ -197,6 +198,7 @@ def test_code_is_compared_by_stamp_and_listing_bytecode_aside(tmp_path):
     assert not stamps_unchanged(stamps)
     (pkg / "b.py").unlink()
     assert stamps_unchanged(stamps)
+    after_ctime_tick(pkg / "a.py", tmp_path)  # stamped in this tick, an edit would keep the ctime as well
     st = (pkg / "a.py").stat()
     (pkg / "a.py").write_text("x = 2\n")
     os.utime(pkg / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns))  # the same size and mtime: the ctime tells
