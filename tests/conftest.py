@@ -70,6 +70,28 @@ def after_ctime_tick(path: Path, scratch: Path) -> None:
         probe.unlink(missing_ok=True)
 
 
+def wait_for_a_step_after_the_first(proc: subprocess.Popen, cache: Path, timeout: float = 600) -> Path:
+    """Wait until the build ``proc`` (run with ``cache``) has stored a step and is running another: that step's
+    scratch folder ``tmp/run-<key>-<pid>`` holds its staged inputs and its key has no record yet. Return the folder.
+
+    Tests that interrupt a build mid-step wait for this rather than sleeping: a fixed sleep lands elsewhere on a
+    faster or slower machine (or after the build has ended). Fails if the build ends first.
+    """
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        stored = {p.stem[:16] for p in (cache / "actions").rglob("*.json")}
+        if stored:
+            for d in (cache / "tmp").glob(f"run-*-{proc.pid}"):
+                # Its inputs staged: the step itself runs (the folder exists a moment before that).
+                if d.name.split("-")[1] not in stored and any(not f.is_dir() for f in d.glob("inputs/*/*")):
+                    return d
+        time.sleep(0.01)
+    why = f"the build ended (exit {proc.returncode})" if proc.poll() is not None else f"{timeout:.0f} s passed"
+    proc.kill()
+    _, err = proc.communicate()
+    raise AssertionError(f"{why} before a second step started: {(err or '')[-2000:]}")
+
+
 def cache_entries(cache: Path) -> list[Path]:
     """Action records and blobs in a cache (what a failed build must not leave behind)."""
     return sorted(p for sub in ("actions", "blobs") for p in (cache / sub).rglob("*") if p.is_file())
