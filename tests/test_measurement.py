@@ -3,10 +3,10 @@ the noise (report.json, report.md, the CLI's closing line), the noise-aware Pare
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -432,9 +432,13 @@ class _Produce(Step):
         return {"tag": p.tag}
 
 
+_READINGS = itertools.count(1)
+
+
 @register
 class _Clock(Step):
-    """A measurement (host_dependent): records when it ran."""
+    """A measurement (host_dependent): records which of this process's runs of it made the reading (a counter, not
+    a clock, whose resolution could make two runs look simultaneous)."""
 
     kind = "test.clock"
     Params = _Params
@@ -444,7 +448,7 @@ class _Clock(Step):
     deterministic = False
 
     def run(self, ctx, p):
-        reading = {"at": time.time_ns(), "src": ctx.inputs["src"].read_text()}
+        reading = {"at": next(_READINGS), "src": ctx.inputs["src"].read_text()}
         ctx.out("reading").write_text(json.dumps(reading))
         return reading
 
