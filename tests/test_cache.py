@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from qcompile.cache import ActionRecord, Cache, CorruptBlob
+from qcompile.cache import ActionRecord, Cache, CorruptBlob, keys
 from qcompile.cache.keys import StatMemo, canonical_json, digest_file
+
+from .conftest import after_ctime_tick
 
 
 def _blob(cache: Cache, tmp_path, content: bytes) -> str:
@@ -20,6 +22,7 @@ def _blob(cache: Cache, tmp_path, content: bytes) -> str:
 def _damage(cache: Cache, digest: str, content: bytes) -> None:
     """Overwrite a blob in place, as a disk fault or a careless user would (blobs are read-only)."""
     p = cache.blobs.path(digest)
+    after_ctime_tick(p, cache.tmp)  # so the damage changes the stamp recorded when the blob was stored
     os.chmod(p, 0o644)
     p.write_bytes(content)
 
@@ -65,16 +68,24 @@ def test_copy_out_detects_corruption(tmp_path):
     assert not dest.exists()
 
 
-def test_stat_memo_rehashes_only_changed_files(tmp_path):
+def test_stat_memo_rehashes_only_changed_files(tmp_path, monkeypatch):
+    # A file written this instant is "racy" (its stamp may not change on a rewrite within the clock's resolution),
+    # and the memo hashes such files every time. Here the file is treated as long written, so the memo is used.
+    monkeypatch.setattr(keys, "racy", lambda stamp: False)
+    hashed = []
+    real = keys.digest_file
+    monkeypatch.setattr(keys, "digest_file", lambda path: hashed.append(path) or real(path))
     memo = StatMemo(tmp_path / "memo")
     f = tmp_path / "w.bin"
     f.write_bytes(b"a" * 1000)
     d1 = memo.digest(f)
-    assert memo.digest(f) == d1
-    time.sleep(0.01)
-    f.write_bytes(b"b" * 1000)
+    assert memo.digest(f) == d1 and len(hashed) == 1, "unchanged: the stamp is trusted"
+    memo.flush()
+    assert StatMemo(tmp_path / "memo").digest(f) == d1 and len(hashed) == 1, "also by the next build"
+    after_ctime_tick(f, tmp_path)
+    f.write_bytes(b"b" * 1000)  # the same size: the new mtime and ctime tell
     d2 = memo.digest(f)
-    assert d2 != d1 and d2 == digest_file(f)
+    assert d2 != d1 and d2 == digest_file(f) and len(hashed) == 2
 
 
 def test_put_repairs_a_damaged_copy_of_the_same_content(tmp_path):

@@ -60,7 +60,9 @@ def test_rebuild_is_fully_cached_without_torch(demo, shared_cache):
     rep = json.loads((work / "second" / "report.json").read_text())
     assert {s["status"] for s in rep["steps"]} == {"cached"}
     assert rep["build_id"] == first["build_id"]
-    assert sum(s["seconds"] for s in rep["steps"]) < 1.0
+    # No step did work (none has a measured peak). How fast this is belongs to benchmarks/cached_build.py, not to
+    # a test whose verdict would then depend on the machine.
+    assert all(s["peak_mb"] is None for s in rep["steps"])
 
 
 def test_quant_option_change_reruns_only_quantization(demo, shared_cache):

@@ -11,7 +11,7 @@ import time
 
 from qcompile.cache import Cache
 
-from .conftest import run_cli
+from .conftest import run_cli, wait_for_a_step_after_the_first
 
 
 def _popen(cache, cwd, *args):
@@ -36,9 +36,12 @@ def test_sigkill_mid_build_then_resume(cache_dir, tmp_path):
     for line in p.stderr:  # the reporter announces each step as it starts
         if "train" in line and "▶" in line:
             break
-    time.sleep(1.5)  # inside training: a step is half done, its scratch folder half written
+    # Training has its scratch folder (inputs staged, no output yet) and no record: kill it there. Waiting for
+    # that, not for a fixed time, keeps the kill inside the step on a machine of any speed.
+    scratch = wait_for_a_step_after_the_first(p, cache_dir)
     p.send_signal(signal.SIGKILL)
-    p.wait(timeout=30)
+    p.wait(timeout=60)
+    assert scratch.is_dir(), "a killed step's scratch folder stays behind, half written"
     cache = Cache(cache_dir)
     kinds = sorted(r.kind for r in cache.iter_actions())
     assert kinds == ["data.mnist"], kinds

@@ -3,11 +3,13 @@ the noise (report.json, report.md, the CLI's closing line), the noise-aware Pare
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import random
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -19,7 +21,14 @@ from qcompile.report.build_report import make_report, speed_text, speed_verdict,
 from qcompile.report.pareto import ci_keys, pareto_front, reference_points
 from qcompile.report.sweep import collect_sweep, write_sweep_report
 from qcompile.steps.base import Step, StepContext, StepParams, register
-from qcompile.steps.benchmark import BenchmarkParams, OrtBenchmarkStep, measure, median_ci, median_ci_ranks
+from qcompile.steps.benchmark import (
+    BenchmarkParams,
+    OrtBenchmarkStep,
+    measure,
+    median_ci,
+    median_ci_ranks,
+    relative_half_width,
+)
 
 from .conftest import run_cli
 from .test_sweep_report import make_job, table_rows
@@ -44,40 +53,133 @@ def test_median_ci_on_hand_checked_data():
 
 
 # --- timing until the CI is narrow, or the budget is spent ------------------------------------------------------
+# The stopping rules are checked on run times the tests choose: a fake clock that moves only when a run says how
+# long it took, so no verdict depends on this machine's speed, load or timer. Durations are whole multiples of a
+# power of two, so the clock's sums are exact and the run counts and seconds can be asserted exactly.
+
+TICK = 2.0 ** -10  # seconds (0.977 ms)
+TICK_MS = TICK * 1e3
+
+
+class FakeClock:
+    """``clock()`` reads the time; ``run(durations)`` is a run function that advances it by the next duration."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def run(self, durations):
+        it = iter(durations)
+        return lambda: self.advance(next(it))
+
+
+def alternating(a: int, b: int):
+    """Ticks a, b, a, b, ... forever, in seconds: two equally likely durations, whose median CI spans both modes
+    whatever the run count, so a +-5% target is never met."""
+    while True:
+        yield a * TICK
+        yield b * TICK
+
+
+def check_points(min_runs: int, upto: int) -> list[int]:
+    """The run counts at which ``measure`` judges the CI: from max(min_runs, 6), then each time the count has
+    grown by 10% (at least by one)."""
+    points = [max(min_runs, 6)]
+    while points[-1] < upto:
+        n = points[-1]
+        points.append(max(n + 1, math.ceil(n * 1.1)))
+    return points
+
+
+def width(times: list[float]) -> float:
+    return relative_half_width(float(np.percentile(times, 50)), median_ci(times))
+
 
 def test_measure_stops_at_the_time_budget_and_says_the_target_was_missed():
-    # Two equally likely durations, 1 ms and 4 ms: the median's CI straddles both modes whatever the run count,
-    # so a +-5% target cannot be met and only the 0.3 s budget ends the timing.
-    durations = iter([0.001, 0.004] * 10_000)
-    t0 = time.perf_counter()
-    m = measure(lambda: time.sleep(next(durations)), min_runs=5, ci_width=0.05, max_seconds=0.3)
-    elapsed = time.perf_counter() - t0
+    # 1 and 4 ticks in turn: the CI straddles both modes, so only the 0.3 s budget ends the timing. After 123 runs
+    # the clock reads 306 ticks (0.2988 s), after 124 runs 310 ticks (0.3027 s): the budget is spent at run 124.
+    clock = FakeClock()
+    m = measure(clock.run(alternating(1, 4)), min_runs=5, ci_width=0.05, max_seconds=0.3, clock=clock)
     assert m.ci_reached is False
-    assert 0.3 <= m.seconds < 0.3 + 0.1 and elapsed < 0.6
-    assert len(m.times_ms) > 5  # went past the minimum while the budget lasted
+    assert m.times_ms == [TICK_MS, 4 * TICK_MS] * 62
+    assert m.seconds == 310 * TICK  # the timed runs' own time, as the clock saw it
+    assert median_ci(m.times_ms) == (TICK_MS, 4 * TICK_MS)  # the interval spans both modes
     s = m.summary()
-    assert s["runs"] == len(m.times_ms) and s["ci_reached"] is False
+    assert s["runs"] == 124 and s["ci_reached"] is False and s["seconds"] == round(310 * TICK, 3)
     lo, hi = s["p50_ci"]
-    assert lo < 2 < hi  # the interval spans both modes (ms)
+    assert lo < s["p50"] < hi and width(m.times_ms) > 0.05
+
+
+def test_measure_counts_the_time_between_runs_against_the_budget():
+    # 1 and 4 ticks in turn, with 3 ticks between runs (what the progress bar and the CI checks cost): the budget
+    # is the clock's time since the start, not the sum of run times. 19 runs end at tick 46 + 18 * 3 = 100,
+    # 20 runs at tick 50 + 19 * 3 = 107, past the 0.1 s budget (102.4 ticks).
+    clock = FakeClock()
+
+    def progress(runs):
+        for i in runs:
+            if i:
+                clock.advance(3 * TICK)
+            yield i
+
+    m = measure(clock.run(alternating(1, 4)), min_runs=1, ci_width=0.05, max_seconds=0.1, progress=progress,
+                clock=clock)
+    assert m.ci_reached is False
+    assert m.times_ms == [TICK_MS, 4 * TICK_MS] * 10  # the time between runs is not run time
+    assert m.seconds == 107 * TICK
 
 
 def test_measure_honours_the_minimum_even_past_the_budget():
-    m = measure(lambda: time.sleep(0.001), min_runs=20, ci_width=1e-9, max_seconds=1e-6)
-    assert len(m.times_ms) == 20 and m.ci_reached is False
+    clock = FakeClock()
+    m = measure(clock.run(alternating(1, 4)), min_runs=20, ci_width=0.05, max_seconds=1e-6, clock=clock)
+    assert len(m.times_ms) == 20 and m.ci_reached is False and m.seconds == 50 * TICK
+
+
+def test_measure_never_claims_the_target_from_fewer_than_six_runs():
+    # Identical run times (an interval of zero width) but the budget ends the timing after 3 runs: with fewer than
+    # 6 runs not even [min, max] covers the median with 95% probability, so the target counts as missed.
+    clock = FakeClock()
+    m = measure(clock.run(iter(lambda: 2 * TICK, None)), min_runs=3, ci_width=0.05, max_seconds=5 * TICK,
+                clock=clock)
+    assert len(m.times_ms) == 3 and m.ci_reached is False and m.seconds == 6 * TICK
+
+
+def test_measure_stops_at_the_first_check_once_times_are_steady():
+    for min_runs, expected in ((10, 10), (3, 6), (6, 6)):
+        clock = FakeClock()
+        m = measure(clock.run(iter(lambda: 2 * TICK, None)), min_runs=min_runs, ci_width=0.05, max_seconds=20,
+                    clock=clock)
+        assert m.ci_reached is True and len(m.times_ms) == expected, min_runs
+        assert m.seconds == expected * 2 * TICK and m.summary()["p50_ci"] == [round(2 * TICK_MS, 4)] * 2
 
 
 def test_measure_stops_once_the_ci_is_narrow_enough():
-    m = measure(lambda: time.sleep(0.002), min_runs=10, ci_width=0.05, max_seconds=20)
+    # Run times spread evenly over 1-4 ms (in microsecond-sized steps of 2**-20 s, so sums stay exact): the CI of
+    # the median narrows as runs accumulate and meets +-5% after several hundred runs, long before the budget.
+    rng = random.Random(0)
+    durations = [rng.randint(1000, 4000) * 2.0 ** -20 for _ in range(20_000)]
+    clock = FakeClock()
+    m = measure(clock.run(durations), min_runs=10, ci_width=0.05, max_seconds=20, clock=clock)
+    n = len(m.times_ms)
+    assert m.ci_reached is True
+    points = check_points(10, n)
+    assert n == points[-1] and n > 100, "stopped at a check point, well past the minimum"
+    assert width(m.times_ms) <= 0.05
+    assert width(m.times_ms[:points[-2]]) > 0.05, "and at the first check point that met the target"
+    assert m.seconds == sum(durations[:n]) < 20  # stopped by the target, not the budget
     s = m.summary()
-    assert m.ci_reached is True and s["ci_reached"] is True
     lo, hi = s["p50_ci"]
+    assert s["ci_reached"] is True and s["runs"] == n
     assert lo <= s["p50"] <= hi and max(s["p50"] - lo, hi - s["p50"]) <= 0.05 * s["p50"] + 1e-4
-    assert m.seconds < 20  # stopped by the target, not the budget
 
 
 def _tiny_model(path: Path) -> Path:
     """A one-MatMul ONNX model with a dynamic batch: something real for ORT to time, in milliseconds."""
-    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -91,9 +193,39 @@ def _tiny_model(path: Path) -> Path:
     return path
 
 
-def _run_benchmark(tmp_path: Path, **params) -> tuple[dict, dict, list[str]]:
-    import numpy as np
+class _TimedSession:
+    """A real ORT session whose runs take the time the test says, on the step's fake clock (its other attributes,
+    such as the inputs' shapes, are the real session's)."""
 
+    def __init__(self, real, clock: FakeClock, durations: list[float]):
+        self.real, self.clock, self.durations, self.calls = real, clock, durations, 0
+
+    def run(self, names, feed):
+        out = self.real.run(names, feed)
+        self.clock.advance(self.durations[self.calls % len(self.durations)])
+        self.calls += 1
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def _benchmark_step(durations: list[float] | None) -> OrtBenchmarkStep:
+    """The benchmark step as the build runs it; with ``durations``, every run takes those times in turn on a
+    fake clock (warm-up runs included)."""
+    if durations is None:
+        return OrtBenchmarkStep()
+    clock = FakeClock()
+
+    class FakeTimed(OrtBenchmarkStep):  # not registered: only this test runs it
+        def open_session(self, path, runtime):
+            return _TimedSession(super().open_session(path, runtime), clock, durations)
+
+    FakeTimed.clock = clock
+    return FakeTimed()
+
+
+def _run_benchmark(tmp_path: Path, durations: list[float] | None = None, **params) -> tuple[dict, dict, list[str]]:
     from qcompile.steps.arrays import save_samples
 
     save_samples(tmp_path / "samples.npz", {"x": np.ones((8, 16), np.float32)})
@@ -102,31 +234,54 @@ def _run_benchmark(tmp_path: Path, **params) -> tuple[dict, dict, list[str]]:
     ctx = StepContext(inputs={"model": _tiny_model(tmp_path / "m.onnx"), "data": tmp_path / "samples.npz"},
                       workdir=work, outputs=dict(OrtBenchmarkStep.outputs))
     p = BenchmarkParams(**{"batch_sizes": [1, 4], "warmup": 2, "iterations": 5, "runtime": {"threads": 1}, **params})
-    result = OrtBenchmarkStep().run(ctx, p)
+    result = _benchmark_step(durations).run(ctx, p)
     return result, json.loads(ctx.out("latency").read_text()), ctx.notes
 
 
-def test_benchmark_step_records_the_ci_runs_and_machine_load(tmp_path):
-    result, written, notes = _run_benchmark(tmp_path, ci_width=0.5, max_seconds=5.0)
-    assert written == result
+def test_benchmark_step_with_real_timings_records_the_ci_runs_and_machine_load(tmp_path):
+    """Real ORT runs on the real clock: whether the CI target is met depends on the machine, so only what holds on
+    every machine is checked, including that a missed target is always noted and a met one never."""
+    result, written, notes = _run_benchmark(tmp_path, ci_width=0.5, max_seconds=1.0)
+    assert written == result and set(result) == {"1", "4", "host_load"}
+    missed = []
     for bs in ("1", "4"):
         lat = result[bs]
-        assert lat["ci_reached"] is True and lat["runs"] >= 6
+        assert isinstance(lat["ci_reached"], bool) and lat["runs"] >= 5
         assert lat["p50_ci"][0] <= lat["p50"] <= lat["p50_ci"][1] and 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+        if lat["ci_reached"]:
+            assert lat["runs"] >= 6, "the target is never claimed from fewer than 6 runs"
+        else:
+            missed.append(bs)
+    assert [n.split(":")[0] for n in notes] == [f"batch {bs}" for bs in missed]
     load = result["host_load"]
     assert len(load["loadavg_before"]) == 3 and len(load["loadavg_after"]) == 3 and load["cpu_count"] >= 1
+
+
+def test_benchmark_step_that_meets_its_target_records_ci_reached(tmp_path):
+    # Every run takes 2 ticks: the interval has zero width at the first check, after 6 runs (5 asked for).
+    result, _, notes = _run_benchmark(tmp_path, [2 * TICK], ci_width=0.05, max_seconds=10.0)
+    for bs in ("1", "4"):
+        lat = result[bs]
+        assert lat["ci_reached"] is True and lat["runs"] == 6 and lat["seconds"] == round(12 * TICK, 3)
+        assert lat["p50"] == lat["p99"] == round(2 * TICK_MS, 4) and lat["p50_ci"] == [lat["p50"]] * 2
     assert notes == []
 
 
-def test_benchmark_step_that_hits_its_budget_records_ci_not_reached(tmp_path):
-    # A +-0.0001% target is out of reach for real timings: each batch size stops at its 0.2 s budget.
-    t0 = time.perf_counter()
-    result, _, notes = _run_benchmark(tmp_path, ci_width=1e-6, max_seconds=0.2)
-    assert time.perf_counter() - t0 < 5
-    for bs in ("1", "4"):
-        assert result[bs]["ci_reached"] is False and result[bs]["runs"] >= 5
-        assert 0.2 <= result[bs]["seconds"] < 0.5
-    assert len(notes) == 2 and all("target was not reached" in n for n in notes)
+def test_benchmark_step_that_hits_its_budget_records_ci_not_reached(tmp_path, monkeypatch):
+    # 1 and 4 ticks in turn never meet +-5%: each batch size stops at its 0.2 s budget, which 82 runs (41 pairs,
+    # 205 ticks = 0.2002 s) spend and 81 runs (201 ticks) do not. The load is fixed, so the note is exact.
+    monkeypatch.setattr("os.getloadavg", lambda: (3.5, 2.0, 1.0))
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    result, written, notes = _run_benchmark(tmp_path, [TICK, 4 * TICK], ci_width=0.05, max_seconds=0.2)
+    for bs in ("1", "4"):  # 2 warm-up runs before each batch size: each starts on a 1-tick run
+        lat = result[bs]
+        assert lat["ci_reached"] is False and lat["runs"] == 82 and lat["seconds"] == 0.2
+        assert lat["p50"] == round(2.5 * TICK_MS, 4) and lat["p50_ci"] == [round(TICK_MS, 4), round(4 * TICK_MS, 4)]
+    assert notes == [f"batch {bs}: p50 2.4414 ms, 95% CI +-60.0% after 82 runs in 0.2 s; the +-5% target was not "
+                     "reached within bench.max_seconds=0.2 (1-minute load average 3.50 on 2 CPUs)" for bs in (1, 4)]
+    assert result["host_load"] == {"loadavg_before": [3.5, 2.0, 1.0], "loadavg_after": [3.5, 2.0, 1.0],
+                                   "cpu_count": 2}
+    assert written == result
 
 
 def test_bench_fields_validate():
@@ -185,8 +340,8 @@ def _report(int8: dict, fp32: dict) -> dict:
 
 
 def test_report_for_a_slower_variant_says_slower(tmp_path, capsys):
+    from qcompile.build_command import print_outcome
     from qcompile.builds.build import BuildResult
-    from qcompile.build_command import _print_outcome
 
     fp32 = {"1": lat(0.05, 0.049, 0.051), "8": lat(0.20, 0.196, 0.204)}
     int8 = {"1": lat(0.07, 0.068, 0.072), "8": lat(0.201, 0.195, 0.21, reached=False)}
@@ -202,7 +357,7 @@ def test_report_for_a_slower_variant_says_slower(tmp_path, capsys):
     assert "| 0.07 [0.068, 0.072] | 0.201 [0.195, 0.21] † |" in md  # p50 [CI], † target missed
     assert "fp32 0.50 → 0.60" in md  # load while timing
 
-    _print_outcome(BuildResult(tmp_path, report["build_id"], report, []))
+    print_outcome(BuildResult(tmp_path, report["build_id"], report, []))
     line = capsys.readouterr().out
     assert "int8 latency at batch 1: 1.40x slower than fp32, at batch 8: no measurable difference from fp32" in line
     assert "faster" not in line
@@ -277,9 +432,13 @@ class _Produce(Step):
         return {"tag": p.tag}
 
 
+_READINGS = itertools.count(1)
+
+
 @register
 class _Clock(Step):
-    """A measurement (host_dependent): records when it ran."""
+    """A measurement (host_dependent): records which of this process's runs of it made the reading (a counter, not
+    a clock, whose resolution could make two runs look simultaneous)."""
 
     kind = "test.clock"
     Params = _Params
@@ -289,7 +448,7 @@ class _Clock(Step):
     deterministic = False
 
     def run(self, ctx, p):
-        reading = {"at": time.time_ns(), "src": ctx.inputs["src"].read_text()}
+        reading = {"at": next(_READINGS), "src": ctx.inputs["src"].read_text()}
         ctx.out("reading").write_text(json.dumps(reading))
         return reading
 

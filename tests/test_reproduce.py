@@ -18,8 +18,10 @@ def test_reproduce_with_empty_cache_gives_identical_digests(demo, tmp_path):
     assert {s["status"] for s in again["steps"]} == {"ran"}, "the emptied cache forced a real rebuild"
     old = {a["path"]: a["sha256"] for a in rep["artifacts"]}
     new = {a["path"]: a["sha256"] for a in again["artifacts"]}
+    assert set(new) == set(old)
     differing = {p for p in old if old[p] != new[p]}
-    assert differing == {"artifacts/latency.fp32.json", "artifacts/latency.int8.json"}, \
+    # Timings made again may differ (whether they do is up to the machine); nothing else may.
+    assert differing <= {"artifacts/latency.fp32.json", "artifacts/latency.int8.json"}, \
         "only the latency measurements may differ"
 
 

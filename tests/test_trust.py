@@ -13,14 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import cache_entries, export_tiny_onnx, run_cli
+from .conftest import cache_entries, export_tiny_onnx, run_cli, wait_for_a_step_after_the_first
 
 
 def bad(proc, *fragments, cache: Path | None = None, code: int = 2) -> None:
@@ -311,11 +310,9 @@ def test_sigterm_stops_like_ctrl_c(cache_dir, tmp_path):
     env = {**os.environ, "QCOMPILE_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "qcompile", "build", "model.train.epochs=20", "hydra.run.dir=t"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((cache_dir / "actions").rglob("*.json")):
-        time.sleep(0.2)  # wait until the data step is cached and training runs
+    wait_for_a_step_after_the_first(proc, cache_dir)  # the data step is cached and training runs
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 143, err[-2000:]
     assert "terminated" in err and "Traceback" not in err
     assert not list((cache_dir / "tmp").glob("run-*")), "the step in flight removed its scratch folder"

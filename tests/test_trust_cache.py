@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -299,23 +300,30 @@ def test_gc_during_a_build_does_not_break_it(tmp_path):
     build = subprocess.Popen([sys.executable, "-m", "qcompile", "build", "hydra.run.dir=b", "model.train.epochs=1",
                               "bench.iterations=3", "bench.batch_sizes=[1]"], cwd=tmp_path, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    gcs = []
     try:
-        deadline = time.time() + 600
+        deadline = time.monotonic() + 600
         # Once the build holds three keys, two finished steps' outputs are inputs that later steps still need.
-        while build.poll() is None and time.time() < deadline and not gcs:
+        # The build is paused there while gc runs, so gc runs mid-build however fast or slow each of them is here
+        # (running on, the build could finish before gc has even started).
+        paused = False
+        while not paused and build.poll() is None and time.monotonic() < deadline:
             live, _ = read_leases(cache_dir / "leases")
             if live and len(live[0].keys) >= 3:
-                gcs.append(run_cli("cache", "gc", "--older-than", "0", "--max-size", "0", cache=cache_dir,
-                                   cwd=tmp_path))
-            time.sleep(0.05)
-        out, err = build.communicate(timeout=max(1, deadline - time.time()))
+                build.send_signal(signal.SIGSTOP)
+                paused = True
+            else:
+                time.sleep(0.01)
+        assert paused and build.poll() is None, "the build never held three keys while running"
+        try:
+            gc = run_cli("cache", "gc", "--older-than", "0", "--max-size", "0", cache=cache_dir, cwd=tmp_path)
+        finally:
+            build.send_signal(signal.SIGCONT)
+        out, err = build.communicate(timeout=900)
     finally:
         if build.poll() is None:
             build.kill()
-    assert gcs, "gc never ran while the build held a lease (the build finished too fast?)"
-    said = " ".join(gcs[0].stdout.split())  # the console wraps long lines
-    assert gcs[0].returncode == 0 and "removed 1 records" in said and "1 running builds" in said, said
+    said = " ".join(gc.stdout.split())  # the console wraps long lines
+    assert gc.returncode == 0 and "removed 1 records" in said and "1 running builds" in said, said
     assert "could not shrink to 0 B" in said
     assert build.returncode == 0, err[-3000:]
     assert _leases(cache) == [], "the lease is gone once the build ends"
