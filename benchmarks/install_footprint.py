@@ -63,7 +63,8 @@ def main() -> int:
     p.add_argument("--keep", help="a folder to keep the environments in (default: a temporary one)")
     a = p.parse_args()
     cache = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True).stdout
-    cache_mb = _du(Path(cache.strip())) / 2**20 if cache.strip() and Path(cache.strip()).is_dir() else 0
+    cache = (cache.strip().splitlines() or [""])[-1]
+    cache_mb = _du(Path(cache)) / 2**20 if cache and Path(cache).is_dir() else 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(a.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)

