@@ -4,9 +4,10 @@ images plans and builds, and a torch model kind exits 2 naming the extra.
 
     python benchmarks/install_footprint.py [--keep DIR]
 
-Install times depend on pip's download cache (a warm cache measures unpacking and linking, not the network); the
-script says which it had. The ONNX model is a small convolutional classifier written with onnx.helper and the
-images are PNG files written with Pillow: random, for a build that runs end to end, not for an accuracy claim.
+Install times depend on where pip finds the wheels (a local wheel folder or cache measures unpacking and linking,
+not the network); the script prints pip's download cache size and any PIP_FIND_LINKS. The ONNX model is a small
+convolutional classifier written with onnx.helper and the images are PNG files written with Pillow: random, for a
+build that runs end to end, not for an accuracy claim.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def main() -> int:
             venv = work / ("plain" if "torch" not in spec else "torch")
             seconds = _install(venv, spec)
             rows.append((label, seconds, _du(venv) / 2**20))
-        print(f"pip's download cache: {cache_mb:.0f} MB before the installs ({'warm' if cache_mb > 500 else 'cold'})")
+        print(f"pip's download cache: {cache_mb:.0f} MB before the installs; PIP_FIND_LINKS: "
+              f"{os.environ.get('PIP_FIND_LINKS') or 'not set'}")
         print(f"{'install':<26} {'seconds':>8} {'venv MB':>9}")
         for label, seconds, mb in rows:
             print(f"{label:<26} {seconds:8.1f} {mb:9.0f}")
@@ -82,7 +84,7 @@ def main() -> int:
         plain = work / "plain" / "bin"
         subprocess.run([str(plain / "python"), "-c", MAKE_ASSETS, str(work)], check=True)
         env = {**os.environ, "QCOMPILE_CACHE_DIR": str(work / "cache")}
-        build = [str(plain / "qcompile"), "build", "model=onnx", f"model.path={work}/net.onnx",
+        build = [str(plain / "qcompile"), "build", "name=onnx_images", "model=onnx", f"model.path={work}/net.onnx",
                  "model.normalize={scale: 0.00392156862745098, mean: [0.5], std: [0.25]}",
                  "data=image_folder", f"data.path={work}/photos", "data.eval_samples=24",
                  "quant.calibration.samples=24", "eval.max_accuracy_drop=null", "bench.batch_sizes=[1]",

@@ -62,8 +62,8 @@ def test_the_runner_and_contract_need_only_numpy_pillow_onnxruntime():
     """run.py and preprocess.py ship alone in the bundle: no qcompile, no torch."""
     import qcompile.bundle as b
 
-    allowed = {"numpy", "PIL", "onnxruntime", "__future__", "json", "sys", "pathlib", "hashlib", "importlib",
-               "typing"}
+    allowed = {"numpy", "PIL", "onnxruntime", "__future__", "argparse", "json", "sys", "pathlib", "hashlib",
+               "importlib", "typing"}
     for name in ("runner.py", "preprocess.py"):
         tree = ast.parse((Path(b.__file__).parent / name).read_text())
         mods = {(n.module or "").split(".")[0] if isinstance(n, ast.ImportFrom) else a.name.split(".")[0]
@@ -108,3 +108,13 @@ def test_efficientnet_lite0_on_chelsea_is_a_cat_for_fp32_and_int8(cache_dir, tmp
         assert out.returncode == 0, out.stderr
         first = out.stdout.split(": ", 1)[1].split(" (")[0]
         assert first in CAT_CLASSES, (variant, out.stdout)
+
+
+def test_run_py_help_is_help(tiny_bundle, tmp_path):
+    """`python run.py --help` prints how to use it (exit 0), never "--help cannot be read as an image"."""
+    with zipfile.ZipFile(tiny_bundle) as z:
+        z.extractall(tmp_path / "b")
+    proc = subprocess.run([sys.executable, str(tmp_path / "b" / "run.py"), "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: run.py"), proc.stderr
+    assert "--top" in proc.stdout and "image" not in proc.stderr

@@ -220,21 +220,19 @@ def test_without_matplotlib_tables_are_still_written(labelled_sweep, monkeypatch
     assert "skipped pareto.png" in err and len(err.strip().splitlines()) == 1
 
 
-def test_callback_writes_report_and_exit_code(labelled_sweep, monkeypatch, capsys):
-    monkeypatch.setattr(sweep, "LAST_SWEEP_EXIT_CODE", -1)
+def test_callback_writes_report_and_exit_code(labelled_sweep, capsys):
     cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(labelled_sweep)}}})
     SweepReportCallback().on_multirun_end(config=cfg, config_name="demo")
-    assert sweep.LAST_SWEEP_EXIT_CODE == 3  # worst of: gate failed (3), bad input (2), never finished (1)
+    assert sweep.sweep_exit_code(labelled_sweep) == 3  # worst of: gate failed (3), bad input (2), never finished (1)
     assert (labelled_sweep / "sweep.md").is_file() and (labelled_sweep / "pareto.png").is_file()
     err = capsys.readouterr().err
     assert "8 variants" in err and "★" in err and "gate_failed" in err
 
 
-def test_callback_exit_code_zero_when_all_built(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "LAST_SWEEP_EXIT_CODE", -1)
+def test_callback_exit_code_zero_when_all_built(tmp_path):
     make_job(tmp_path, 0, ["a=1"], make_report(0.95, 0.03, 1000))
     SweepReportCallback().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
-    assert sweep.LAST_SWEEP_EXIT_CODE == 0
+    assert sweep.sweep_exit_code(tmp_path) == 0
 
 
 HYDRA_APP = '''
@@ -257,7 +255,7 @@ def task(cfg):
     (out / "report.json").write_text(json.dumps(make_report(cfg.acc, cfg.lat, 1000)))
 
 task()
-print("EXIT", sweep.LAST_SWEEP_EXIT_CODE)
+print("EXIT", sweep.sweep_exit_code(next(Path("sweeps").iterdir())))
 '''
 
 HYDRA_CONFIG = '''
