@@ -246,12 +246,12 @@ def _stage_inputs(cache: Cache, digests: dict[str, str], names: dict[str, str], 
 def _run(node: Node, step: Step, key: str, digests: dict[str, str], names: dict[str, str], cache: Cache,
          reporter: Reporter, outcome: StepOutcome) -> ActionRecord:
     workdir = cache.tmp / f"run-{key[:16]}-{os.getpid()}"
-    rmtree_quiet(workdir)
-    workdir.mkdir(parents=True)
-    inputs = _stage_inputs(cache, digests, names, workdir)
-    ctx = StepContext(inputs=inputs, workdir=workdir, outputs=dict(step.outputs), track_fn=reporter.track)
-    t0 = time.perf_counter()
-    try:
+    try:  # from the first byte of scratch: Ctrl-C or SIGTERM while inputs are staged leaves no folder behind
+        rmtree_quiet(workdir)
+        workdir.mkdir(parents=True)
+        inputs = _stage_inputs(cache, digests, names, workdir)
+        ctx = StepContext(inputs=inputs, workdir=workdir, outputs=dict(step.outputs), track_fn=reporter.track)
+        t0 = time.perf_counter()
         with StepPeak() as peak:
             result = step.run(ctx, node.params) or {}
         outcome.peak_mb = peak.mb
