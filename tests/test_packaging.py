@@ -17,7 +17,7 @@ def test_wheel_carries_recipes_and_finds_them(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tree = {p.relative_to(REPO).as_posix() for p in (REPO / "qcompile").rglob("*.py")}
     assert tree - set(names) == set(), "modules missing from the wheel (list their package in pyproject.toml)"
-    recipes = {"qcompile/" + p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml")}
+    recipes = {p.relative_to(REPO).as_posix() for p in (REPO / "qcompile" / "recipes").rglob("*.yaml")}
     assert recipes - set(names) == set()
     for recipe in ("demo.yaml", "base.yaml", "resnet50_ort_cpu.yaml", "model/resnet50.yaml", "quant/int8_static.yaml",
                    "hydra/launcher/parallel.yaml"):

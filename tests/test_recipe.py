@@ -121,7 +121,7 @@ def test_group_files_hold_only_what_differs_from_the_defaults(group):
     from qcompile.recipe.errors import pick_member
     from qcompile.recipe.schema import Recipe
 
-    for path in sorted((REPO / "recipes" / group).glob("*.yaml")):
+    for path in sorted((REPO / "qcompile" / "recipes" / group).glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         model = pick_member(Recipe.model_fields[group].annotation, data)
         for key, value in data.items():

@@ -88,7 +88,7 @@ def test_a_user_folder_is_searched_before_the_packaged_recipes(tmp_path):
 def test_build_help_lists_the_packaged_recipes_and_survives_a_closed_pipe(tmp_path):
     proc = run_cli("build", "--help", cache=tmp_path / "c", cwd=tmp_path)
     assert proc.returncode == 0
-    recipes = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml") if p.stem != "base")
+    recipes = sorted(p.stem for p in (REPO / "qcompile" / "recipes").glob("*.yaml") if p.stem != "base")
     assert f"packaged recipes (--config-name): {', '.join(recipes).replace('demo', 'demo (default)')}" \
         in proc.stdout.replace("\n", " ").replace("  ", " ")
     piped = subprocess.run(f"{sys.executable} -m qcompile build --help | head -1", shell=True, cwd=tmp_path,
