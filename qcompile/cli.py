@@ -269,8 +269,7 @@ def _terminated(signum, frame) -> None:
 
 
 if __name__ == "__main__":
-    # Re-import under the real module name: sweep launchers pickle the task function by reference, which
-    # fails for functions that live in __main__.
+    # Re-import under the real module name, so the CLI's classes (Terminated) are those the rest of qcompile sees.
     from qcompile.cli import main as _main
 
     _main()

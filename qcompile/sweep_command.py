@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from hydra.experimental.callback import Callback
 
 from .build_command import BuildArgs, build_composed, fail, print_outcome, user_os_error
-from .builds.rundir import claim
+from .builds.rundir import abandon, claim
 from .errors import BadInput, QcompileError, as_bad_input
 
 # Launcher recipe -> (plugin module it needs, extra that installs it).
@@ -33,7 +33,9 @@ def cmd_sweep(args: BuildArgs) -> int:
 
     from .kinds import GROUPS
     from .recipe.compose import RECIPES_MODULE, compose
+    from .recipe.load import validate
     from .recipe.overrides import check_key
+    from .recipe.schema import Recipe
     from .report.sweep import sweep_exit_code
 
     for o in args.overrides:
@@ -46,13 +48,15 @@ def cmd_sweep(args: BuildArgs) -> int:
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     for o in parsed:  # each job validates its own recipe; a misspelt key would fail them all, so say it now
         key = o.key_or_group
-        if "/" not in key and key.split(".")[0] not in ("hydra", *GROUPS):
+        if key.split(".")[0] in Recipe.model_fields and key not in GROUPS:
             check_key(key)
     composition = compose(args.config_name, fixed, args.config_dir, sweep=True)
+    if not any(o.is_sweep_override() and o.key_or_group in GROUPS for o in parsed):
+        validate(composition.data)  # every job shares these values: a bad one is said once, before any job
     sweep_dir = Path(composition.sweep_dir).resolve()
     job = SweepJob(args.config_name, composition.config_dir, composition.overrides.deletions, args.remeasure)
     argv = ["--config-name", args.config_name, "--multirun", *composition.overrides.hydra]
-    argv += [*_hydra_overrides(o for o in args.overrides if o not in fixed), f"hydra.sweep.dir={sweep_dir}"]
+    argv += [*_hydra_overrides(o for o in args.overrides if o not in fixed), f"hydra.sweep.dir={_quoted(sweep_dir)}"]
     if composition.config_dir is not None:
         argv[:0] = ["--config-dir", str(composition.config_dir)]
     main = hydra.main(config_path=f"pkg://{RECIPES_MODULE}", config_name=args.config_name, version_base="1.3")(job)
@@ -62,11 +66,22 @@ def cmd_sweep(args: BuildArgs) -> int:
     try:
         main()
     except SystemExit as e:
+        if e.code in (0, None):
+            return 0
         # Hydra exits 1 on what it could not compose or launch: the user's input, as every job reports its own.
-        return 2 if e.code not in (0, None) else 0
+        # A sweep that started no job leaves its folder free for the corrected command.
+        started = sweep_dir.is_dir() and any(p.is_dir() and p.name.isdigit() for p in sweep_dir.iterdir())
+        if not started:
+            abandon(sweep_dir)
+        return 2
     finally:
         sys.argv = saved
     return sweep_exit_code(sweep_dir)
+
+
+def _quoted(path: Path) -> str:
+    """``path`` as a quoted value of Hydra's override grammar (a folder may hold ',', '=' or quotes)."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _hydra_overrides(overrides: Iterable[str]) -> list[str]:

@@ -111,3 +111,40 @@ def test_a_build_records_what_it_composed(cache_dir, tmp_path):
 def test_no_module_reaches_into_hydra_internals():
     hits = [p for p in (REPO / "qcompile").rglob("*.py") if "_internal" in p.read_text()]
     assert hits == []
+
+
+def test_a_sweep_refuses_a_misspelt_swept_key_before_any_job(cache_dir, tmp_path):
+    proc = run_cli("build", "-m", "quant.per_chanel=true,false", "hydra.sweep.dir=sw", cache=cache_dir, cwd=tmp_path)
+    bad(proc, "quant.per_chanel: unknown key; did you mean 'per_channel'?", cache=cache_dir)
+    assert not (tmp_path / "sw").exists()
+
+
+def test_a_sweep_that_starts_no_job_leaves_its_folder_free(cache_dir, tmp_path):
+    """Also from a folder whose path holds characters of Hydra's override grammar (the sweep folder is quoted)."""
+    work = tmp_path / "a,b=c"
+    work.mkdir()
+    proc = run_cli("build", "-m", "model=resnet51,mnist_cnn", cache=cache_dir, cwd=work)
+    assert proc.returncode == 2 and "resnet51" in proc.stderr and "Sweeping over" not in proc.stderr, proc.stderr
+    assert not (work / "qcompile-out").exists() or not any((work / "qcompile-out").rglob(".qcompile-build"))
+
+
+def test_each_composition_resolves_against_itself():
+    """${hydra:...} in a recipe reads the composition it belongs to, never the one before it."""
+    first = qcompile.load_recipe("demo", ["name=${hydra:runtime.choices.model}"])
+    other = qcompile.load_recipe("demo", ["model=resnet18", "data=synthetic", "name=${hydra:runtime.choices.model}"])
+    again = qcompile.load_recipe("demo", ["name=${hydra:runtime.choices.model}"])
+    assert (first.name, other.name, again.name) == ("mnist_cnn", "resnet18", "mnist_cnn")
+
+
+def test_a_deletion_and_a_value_beneath_it_are_refused():
+    with pytest.raises(BadInput, match=r"^quant\.calibration: ~quant\.calibration deletes what "):
+        qcompile.load_recipe("demo", ["~quant.calibration", "quant.calibration.num_bins=512"])
+
+
+def test_a_users_own_config_group_is_chosen_as_hydra_does(tmp_path):
+    (tmp_path / "r" / "preset").mkdir(parents=True)
+    (tmp_path / "r" / "preset" / "slow.yaml").write_text("# @package _global_\nbench: {iterations: 200}\n")
+    (tmp_path / "r" / "preset" / "fast.yaml").write_text("# @package _global_\nbench: {iterations: 5}\n")
+    (tmp_path / "r" / "mine.yaml").write_text("defaults: [demo, {preset: slow}, _self_]\n")
+    assert qcompile.load_recipe("mine", [], tmp_path / "r").bench.iterations == 200
+    assert qcompile.load_recipe("mine", ["preset=fast"], tmp_path / "r").bench.iterations == 5

@@ -37,7 +37,13 @@ class Kind(Section):
         """The modules this kind needs that are not installed -> their extra (found without importing them)."""
         import importlib.util
 
-        return {module: extra for module, extra in self.requires.items() if importlib.util.find_spec(module) is None}
+        def missing(module: str) -> bool:
+            try:
+                return importlib.util.find_spec(module) is None
+            except ValueError:  # a module object without a spec (a stand-in someone put in sys.modules)
+                return False
+
+        return {module: extra for module, extra in self.requires.items() if missing(module)}
 
     def declare(self, b) -> None:  # noqa: B027 - optional hook
         """Provide facts (ports without nodes) to the builder."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..errors import BadInput
 from .files import diagnose, resolve_relative_paths
-from .overrides import Overrides, apply_deletions, prepare
+from .overrides import Overrides, apply_deletions, check_key, prepare
 
 RECIPES_MODULE = "qcompile.recipes"
 DEFAULT_RECIPE = "demo"
@@ -78,6 +79,7 @@ def compose(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
     from omegaconf.errors import OmegaConfBaseException
 
     prepared = prepare(overrides)
+    config_name = config_name.removesuffix(".yaml")  # Hydra takes either spelling
     folder = None
     if config_dir is not None:
         folder = Path(config_dir).expanduser().resolve()
@@ -87,7 +89,7 @@ def compose(config_name: str = DEFAULT_RECIPE, overrides: Sequence[str] = (),
         with _initialize(config_name, folder) as (primary, search):
             cfg = hydra_compose(primary, [*search, *prepared.hydra], return_hydra_config=True)
             return from_config(cfg, config_name, folder, prepared, "hydra.sweep.dir" if sweep else "hydra.run.dir")
-    except (HydraException, OmegaConfBaseException, ValueError, OSError, yaml.YAMLError) as e:
+    except (HydraException, OmegaConfBaseException, UnicodeError, OSError, yaml.YAMLError) as e:
         raise _composition_error(e, config_name, folder, prepared) from None
 
 
@@ -105,11 +107,19 @@ def from_config(cfg: Any, config_name: str, folder: Path | None, prepared: Overr
     else:  # a multirun job's config: Hydra keeps its node aside
         hydra_node = HydraConfig.get()
     choices = {k: str(v) for k, v in hydra_node.runtime.choices.items() if not k.startswith("hydra/")}
-    data = OmegaConf.to_container(cfg, resolve=True)  # the recipe's own errors first, then the folder's
-    if out_key:
-        with open_dict(cfg):
-            cfg["hydra"] = hydra_node
-    out = _resolve_dir(cfg, out_key) if out_key else ""
+    hydra_config = HydraConfig.instance()
+    outside_a_job = hydra_config.cfg is None
+    if outside_a_job:  # ${hydra:...} resolves against this composition, as in a Hydra run, and no other
+        hydra_config.set_config(OmegaConf.create({"hydra": hydra_node}))
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True)  # the recipe's own errors first, then the folder's
+        if out_key:
+            with open_dict(cfg):
+                cfg["hydra"] = hydra_node
+        out = _resolve_dir(cfg, out_key) if out_key else ""
+    finally:
+        if outside_a_job:
+            hydra_config.cfg = None  # the next composition must not resolve against this one
     data = apply_deletions(data, prepared.deletions)  # type: ignore[arg-type]
     data = resolve_relative_paths(data, folder, config_name, choices, prepared.given)
     sweep = out_key == "hydra.sweep.dir"
@@ -118,11 +128,9 @@ def from_config(cfg: Any, config_name: str, folder: Path | None, prepared: Overr
 
 
 def _resolve_dir(cfg: Any, where: str) -> str:
-    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    HydraConfig.instance().set_config(cfg)  # so ${hydra:...} in a folder pattern resolves as in a Hydra run
     try:
         return str(OmegaConf.select(cfg, where, throw_on_missing=True))
     except OmegaConfBaseException as e:
@@ -134,8 +142,12 @@ def _composition_error(e: BaseException, config_name: str, folder: Path | None, 
     from hydra.errors import MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
-    if isinstance(e, BadInput):
-        return e
+    missing_key = re.match(r"Could not override '([^']+)'", str(e))
+    if missing_key:  # a key that is neither a recipe field nor a config group: the schema's own answer
+        try:
+            check_key(missing_key.group(1))
+        except BadInput as unknown:
+            return unknown
     if folder is not None:
         found = diagnose(folder, e, config_name)  # a broken file the composition read: name it
         if found is not None:
@@ -171,7 +183,6 @@ def _composition_error(e: BaseException, config_name: str, folder: Path | None, 
 def _key_of(e: BaseException, folder: Path | None, prepared: Overrides) -> str | None:
     """The key a merge error came from when OmegaConf did not say (a list or a value where a section belongs):
     an override, else a key of the recipe file the error names."""
-    import re
 
     import yaml
 

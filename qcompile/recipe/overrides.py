@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Sequence, Union, get_args, get_origin
 
 from ..errors import BadInput
+from ..kinds import GROUPS
 
 _KEY = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*$")
 
@@ -35,24 +36,28 @@ class Overrides:
 
 def prepare(overrides: Sequence[str]) -> Overrides:
     """Rewrite field changes as ``++``, take out key deletions, refuse a list where a group takes one name."""
-    from ..kinds import GROUPS
+    from .schema import Recipe
 
-    hydra, deletions = [], []
+    hydra, deletions, sets = [], [], []
     for o in overrides:
         key, eq, value = o.partition("=")
         bare = key.lstrip("+~")
         prefix = key[: len(key) - len(bare)]
+        top = bare.split(".")[0]
         if prefix == "" and bare in GROUPS and value.lstrip().startswith(("[", "{")):
             raise BadInput(f"takes the name of one {bare} recipe ({bare}=NAME), not a list or mapping", key=bare)
-        if not _KEY.match(bare) or bare.split(".")[0] == "hydra" or (prefix in ("", "~") and bare in GROUPS):
-            hydra.append(o)  # group choices, hydra settings, and syntax Hydra itself reports
+        if not _KEY.match(bare) or top not in Recipe.model_fields or (prefix in ("", "~") and bare in GROUPS):
+            hydra.append(o)  # group choices (a user's own groups too), hydra settings, syntax Hydra itself reports
         elif prefix == "~" and not eq:
             check_key(bare)
             deletions.append(bare)
-        elif prefix == "":
-            hydra.append(f"++{o}" if eq else o)
         else:
-            hydra.append(o)
+            sets.append(bare)
+            hydra.append(f"++{o}" if prefix == "" and eq else o)
+    for gone in deletions:  # deletions apply after composing: a value set beneath one would vanish unseen
+        clash = next((k for k in sets if k == gone or k.startswith(gone + ".")), None)
+        if clash:
+            raise BadInput(f"~{gone} deletes what {clash}=... sets; give one of them", key=gone)
     return Overrides(tuple(overrides), tuple(hydra), tuple(deletions))
 
 
