@@ -97,7 +97,10 @@ def main() -> int:
         demo = subprocess.run([str(plain / "qcompile"), "build", f"hydra.run.dir={work}/demo"], capture_output=True,
                               text=True, env=env, cwd=work)
         print(f"  the demo (model.kind=mnist_cnn): exit {demo.returncode}; {demo.stderr.strip()[-300:]}")
-        return 0 if proc.returncode == 0 and demo.returncode == 2 else 1
+        r18 = subprocess.run([str(plain / "qcompile"), "build", "model=resnet18", "data=synthetic",
+                              f"hydra.run.dir={work}/r18"], capture_output=True, text=True, env=env, cwd=work)
+        print(f"  model=resnet18 data=synthetic: exit {r18.returncode}; {r18.stderr.strip()[-300:]}")
+        return 0 if proc.returncode == 0 and demo.returncode == 2 and r18.returncode == 2 else 1
 
 
 if __name__ == "__main__":
