@@ -70,6 +70,7 @@ def test_user_config_dir(tmp_path):
     (["quant.calibration.samples=4500"], "quant.calibration.samples", "4000"),
     (["quant.op_types=[Conv,Convolution]"], "quant.op_types", "Convolution"),
     (["quant.format=qint8"], "quant.format", "not one of: qdq, qoperator"),
+    (["data.seed=-1"], "data.seed", "greater than or equal to 0"),
     (["model=resnet50", "model.name=resnet51", "data=synthetic"], "model.name", "did you mean resnet50"),
     (["model=resnet18", "model.weights=/no/such/weights.pt", "data=synthetic"], "model.weights", "not found"),
     (["data.kind=imagenet"], "data", "mnist, npy_folder, npz, photos, synthetic"),

@@ -17,7 +17,7 @@ class SplitData(Kind):
     """A data section whose samples are split, seeded, into evaluation and calibration (never overlapping)."""
 
     eval_samples: PositiveInt = Field(100, description="samples held out for evaluation")
-    seed: int = Field(0, description="seed of the split")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the split")
 
     def calib_samples(self, b) -> int:
         """How many calibration samples the quant section asked for (0 when it calibrates nothing)."""

@@ -24,7 +24,7 @@ class TrainSpec(Section):
     epochs: PositiveInt = 5
     batch_size: PositiveInt = 64
     lr: float = Field(2e-3, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the initial weights and the batch order")
 
 
 @register("model")

@@ -49,7 +49,7 @@ class TorchvisionModel(Kind):
     num_classes: PositiveInt = 1000
     input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(
         None, description="(C, H, W); null: the named weights' crop size, else (3, 224, 224)")
-    seed: int = Field(0, description="seed of the random init when weights is null")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the random init when weights is null")
     normalize: Normalize | None = Field(None, description="input normalisation; null: the named weights' own, "
                                                           "else ImageNet's")
     preprocess: Preprocess | None = Field(None, description="resize, crop, interpolation; null: the named weights' "
