@@ -33,3 +33,22 @@ def test_a_top5_drop_gate_without_labels_is_bad_input():
         compile_plan(load_recipe("demo", [*base, "eval.max_top5_drop=0.01"]))
     plan = compile_plan(load_recipe("demo", [*base, "eval.min_top5_overlap=0.9"]))
     assert plan.node("compare.int8").gate["min_top5_overlap"] == 0.9
+
+
+def test_a_failed_gate_says_which_build(cache_dir, tmp_path):
+    """GateFailed carries the build's folder, id and report: the report is written before it is raised."""
+    import json
+
+    import qcompile
+    from qcompile import GateFailed
+
+    from .test_trust import labels, tiny_recipes
+
+    args = tiny_recipes(tmp_path, y=labels())
+    recipe = qcompile.load_recipe("tiny", ["eval.min_cosine=1.0"], args[1])
+    with pytest.raises(GateFailed) as e:
+        qcompile.build(recipe, tmp_path / "out")
+    assert e.value.out_dir == tmp_path / "out" and e.value.build_id
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert e.value.report == on_disk and on_disk["build_id"] == e.value.build_id
+    assert [g["message"] for g in on_disk["gates"]] == [str(e.value)] and "min_cosine" in str(e.value)

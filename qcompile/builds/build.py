@@ -106,5 +106,5 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
     reporter.summary(outcomes, title=f"build {lock['build_id']} → {out_dir}")
     result = BuildResult(out_dir, lock["build_id"], report, outcomes)
     if check_gates and result.gate_errors:
-        raise GateFailed("; ".join(result.gate_errors))
+        raise GateFailed("; ".join(result.gate_errors), out_dir, result.build_id, report)
     return result
