@@ -92,6 +92,17 @@ class Plan:
         """Nodes in a deterministic topological order."""
         return [self.node(n) for n in nx.lexicographical_topological_sort(self.graph, key=self._rank)]
 
+    def restricted(self, targets: list[str]) -> Plan:
+        """The part of this plan that ``targets`` need: them and every node they depend on, same nodes and order.
+
+        A search runs only what judges a trial (quantize, evaluate, compare), not what measures or packages it."""
+        keep = set(targets).union(*(nx.ancestors(self.graph, t) for t in targets))
+        part = Plan()
+        for node in self.order():
+            if node.name in keep:
+                part.add(node)
+        return part
+
     def _rank(self, name: str) -> str:
         # Insertion order first, so the table reads in the order the plan was written.
         return f"{list(self.graph.nodes).index(name):04d}"

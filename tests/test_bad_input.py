@@ -88,8 +88,9 @@ def test_unknown_exclude_node_names_the_key(cache_dir, tmp_path, user_recipes):
     export_tiny_onnx(tmp_path / "model.onnx")
     np.savez(tmp_path / "data.npz", x=np.random.default_rng(0).standard_normal((20, 1, 28, 28)).astype(np.float32))
     proc = run_cli("build", "--config-dir", str(user_recipes), "--config-name", "mine",
-                   "quant.exclude_nodes=[no_such_node]", cache=cache_dir, cwd=tmp_path)
-    assert proc.returncode == 2 and "quant.exclude_nodes" in proc.stderr and "Traceback" not in proc.stderr
+                   "quant.exclude.names=[no_such_node]", cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and "quant.exclude.names" in proc.stderr and "Traceback" not in proc.stderr
+    assert cache_entries(cache_dir) == [], "refused at plan time: nothing ran"
 
 
 def test_onnx_with_fixed_batch(user_recipes, cache_dir, tmp_path):

@@ -81,17 +81,6 @@ def test_verify_removes_damaged_entries(tiny, cache_dir, tmp_path):
     assert cache.lookup(victim.key) is None
 
 
-def test_failed_step_is_recorded_but_not_a_hit(tiny, cache_dir, tmp_path):
-    bad = run_cli("build", *tiny, "hydra.run.dir=bad", "quant.exclude_nodes=[nope]", cache=cache_dir, cwd=tmp_path)
-    assert bad.returncode == 2
-    ls = run_cli("cache", "ls", "--failed", cache=cache_dir, cwd=tmp_path)
-    assert "quantize.ort_static" in ls.stdout and "nope" in ls.stdout
-    again = run_cli("build", *tiny, "hydra.run.dir=bad2", "quant.exclude_nodes=[nope]", cache=cache_dir, cwd=tmp_path)
-    assert again.returncode == 2, "a failure is retried, never replayed from the cache"
-    good = run_cli("build", *tiny, "hydra.run.dir=good", "quant.exclude_nodes=[fc]", cache=cache_dir, cwd=tmp_path)
-    assert good.returncode == 0, good.stderr[-2000:]
-
-
 def test_gc_needs_a_policy(cache_dir, tmp_path):
     proc = run_cli("cache", "gc", cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 2 and "--older-than" in proc.stderr

@@ -128,3 +128,36 @@ def test_factory_module_that_does_not_import(user_code, cache_dir, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "model.function" in proc.stderr and "does not import" in proc.stderr and "Traceback" not in proc.stderr
     assert cache_entries(cache_dir) == []
+
+
+def test_unknown_exclude_name_fails_its_step_which_is_recorded_but_never_a_hit(user_code, cache_dir, tmp_path):
+    """A torch model's node names are known once it is exported: a wrong one fails the quantize step (exit 2), the
+    failure is recorded for `cache ls --failed`, and the next build runs the step again instead of replaying it."""
+    args = _args(user_code, "mynets.tiny:build", "quant.exclude.names=[nope]")
+    bad = run_cli("build", *args, "hydra.run.dir=bad", cache=cache_dir, cwd=tmp_path)
+    assert bad.returncode == 2 and "quant.exclude.names" in bad.stderr and "Traceback" not in bad.stderr
+    ls = run_cli("cache", "ls", "--failed", cache=cache_dir, cwd=tmp_path)
+    assert "quantize.ort_dynamic" in ls.stdout and "nope" in ls.stdout
+    again = run_cli("build", *args, "hydra.run.dir=bad2", cache=cache_dir, cwd=tmp_path)
+    assert again.returncode == 2, "a failure is retried, never replayed from the cache"
+    names = _fp32_node_names(tmp_path / "good0", user_code, cache_dir)
+    gemm = next(name for name, op in names if op == "Gemm")
+    good = run_cli("build", *_args(user_code, "mynets.tiny:build", f"quant.exclude.names=[{gemm}]"),
+                   "hydra.run.dir=good", cache=cache_dir, cwd=tmp_path)
+    assert good.returncode == 0, good.stderr[-2000:]
+    import onnx
+
+    plain = {n.op_type for n in onnx.load(str(tmp_path / "good0" / "artifacts" / "model.int8_dynamic.onnx")).graph.node}
+    kept = {n.op_type for n in onnx.load(str(tmp_path / "good" / "artifacts" / "model.int8_dynamic.onnx")).graph.node}
+    assert "MatMulInteger" in plain and "Gemm" not in plain, "without the exclusion the Gemm is quantized"
+    assert "MatMulInteger" not in kept and "MatMul" in kept, "kept in float by the name model.fp32.onnx shows"
+
+
+def _fp32_node_names(out, user_code, cache_dir):
+    """(name, op type) of the nodes of a plain build's artifacts/model.fp32.onnx: what a user reads in netron."""
+    import onnx
+
+    proc = run_cli("build", *_args(user_code), f"hydra.run.dir={out}", cache=cache_dir, cwd=out.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = onnx.load(str(out / "artifacts" / "model.fp32.onnx"))
+    return [(n.name, n.op_type) for n in model.graph.node]

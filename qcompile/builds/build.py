@@ -14,10 +14,12 @@ from ..graph import Plan, StepOutcome
 from ..plan import compile_plan
 from ..recipe.schema import Recipe
 from ..report.build_report import make_report, write_markdown
+from ..report.search_report import plot_search, read_sensitivity
 from ..run.progress import Reporter
 from ..run.scheduler import execute
 from .lockfile import LOCK_NAME, make_lock
 from .rundir import abandon, claim, new_build_dir
+from .search import LEDGER, Ledger, search, wants_search
 
 
 @dataclass
@@ -86,9 +88,13 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
     claim(out_dir)
     cache = cache or Cache()
     reporter = reporter or Reporter()
+    found = None
     try:
         # One lease from the first lookup until the lockfile is registered: gc keeps what this build uses.
         with cache.lease():
+            if plan is None and wants_search(recipe):
+                found = search(recipe, cache, reporter, Ledger(out_dir / LEDGER))
+                recipe = found.recipe
             plan = plan or compile_plan(recipe)
             outcomes = execute(plan, cache, reporter, remeasure=remeasure)
             cache.memo.flush()  # only now: a build rejected as bad input leaves no memo entry either
@@ -101,10 +107,18 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
         raise
     report = make_report(lock, outcomes, arts)
     report["notes"] += _gate_warnings(plan, outcomes)
+    sensitivity = read_sensitivity(out_dir, arts)
+    if sensitivity is not None:
+        report["sensitivity"] = sensitivity
+    if found is not None:
+        report["search"] = found.summary()
+        if plot_search(report, out_dir / "search.png"):
+            report["search"]["plot"] = "search.png"
     write_markdown(report, out_dir / "report.md")
     _write_json(out_dir / "report.json", report)  # last: its presence marks a finished build
     reporter.summary(outcomes, title=f"build {lock['build_id']} → {out_dir}")
     result = BuildResult(out_dir, lock["build_id"], report, outcomes)
     if check_gates and result.gate_errors:
-        raise GateFailed("; ".join(result.gate_errors), out_dir, result.build_id, report)
+        why = [found.failure(recipe.quant.fallback)] if found is not None and not found.passed else []
+        raise GateFailed("; ".join(result.gate_errors + why), out_dir, result.build_id, report)
     return result

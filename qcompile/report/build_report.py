@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..graph import StepOutcome
+from .search_report import markdown as search_markdown
 
 # 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name; 3: p50_ci per batch size, speedup_verdict
 REPORT_VERSION = 3
@@ -197,6 +198,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         lines.append(f"\n**Gate failed** ({g['step']}): {g['message']}")
     for n in report["notes"]:
         lines.append(f"\nNote: {n}")
+    lines += search_markdown(report)
     lines += ["", "## Steps", "", "| step | kind | status | seconds | peak MB | key |", "|---|---|---|---:|---:|---|"]
     for s in report["steps"]:
         peak = f"{s['peak_mb']:.0f}" if s.get("peak_mb") is not None else ""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
+from ..kinds.model._onnx_signature import name_unnamed
 from ..kinds.model.efficientnet_lite import EfficientNetLiteParams
 from ..kinds.model.mnist_cnn import TrainSpec
 from ..kinds.model.onnx import OnnxFileParams
@@ -173,7 +174,8 @@ class OnnxFileStep(Step):
     """A user's ONNX model, checked against its signature and stored as one self-contained file."""
 
     kind = "model.onnx"
-    version = 3  # 2: checked against the signature read at plan time; 3: params hold the model section
+    # 2: checked against the signature read at plan time; 3: params hold the model section; 4: unnamed nodes named
+    version = 4
     Params = OnnxFileParams
     outputs = {"model": "model.onnx"}
     libraries = ("onnx",)
@@ -188,6 +190,10 @@ class OnnxFileStep(Step):
         import onnx
 
         model = self._load(p)
+        # Every node gets a unique name, so a user can keep it in float by the name model.fp32.onnx shows.
+        renamed = name_unnamed(model)
+        if renamed:
+            ctx.note(f"{renamed} unnamed or duplicate-named nodes were named <OpType>_<n>")
         if model.ByteSize() < 2**31 - 1:
             onnx.save(model, str(ctx.out("model")))
         else:

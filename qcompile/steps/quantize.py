@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..cache.keys import cpu_isa
-from ..errors import BadInput
 from ..kinds.quant._ort import ACTIVATION_FOR_ISA, HOST
 from ..kinds.quant.dynamic import DynamicQuant
+from ..kinds.quant.exclude import resolve
 from ..kinds.quant.static import StaticQuantizeParams
 from .base import Step, StepContext, register
 from .calibrate import METHODS
@@ -20,17 +20,19 @@ def _quant_type(name: str):
     return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
 
 
-def _check_nodes(model_path, names: list[str]) -> None:
-    import onnx
+def _excluded(ctx: StepContext, exclude, dynamic: bool = False) -> list[str]:
+    """The optimized model's nodes to keep in float, from the FP32 names, patterns and op types of ``exclude``."""
+    import json
 
-    if not names:
-        return
-    present = {n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node}
-    missing = [n for n in names if n not in present]
-    if missing:
-        sample = ", ".join(sorted(present)[:5])
-        raise BadInput(f"no node named {missing} in the model (nodes are named like: {sample}; "
-                       "see `qcompile plan` or netron)", key="quant.exclude_nodes")
+    if not exclude:
+        return []
+    names = json.loads(ctx.inputs["names"].read_text())
+    chosen = resolve(exclude, names)
+    if dynamic:
+        # quantize_dynamic first rewrites each Gemm named X into a MatMul named X_MatMul (and an Add), then matches
+        # nodes_to_exclude against the new names.
+        chosen += [f"{n}_MatMul" for n in chosen if names["optimized"].get(n, {}).get("op_type") == "Gemm"]
+    return chosen
 
 
 @register
@@ -38,14 +40,15 @@ class OrtStaticQuantizeStep(Step):
     """Static PTQ. Reads calibration ranges from the calibrate step instead of calibrating again."""
 
     kind = "quantize.ort_static"
-    version = 2  # 2: params hold the quant section
+    version = 3  # 2: params hold the quant section; 3: exclusions by the FP32 model's names
     Params = StaticQuantizeParams
-    inputs = ("model", "ranges")
+    inputs = ("model", "names", "ranges")
     outputs = {"model": "model.int8.onnx"}
     libraries = ("onnx", "onnxruntime")
     # The recipe's activation type reaches the key resolved (an explicit uint8 and an auto that means uint8 are the
     # same model); calibration reaches it as the ranges' digest, which records the method too.
-    unkeyed = ("quant.activation_type", "quant.calibration")
+    # The sensitivity table and the fallback search read this model; they change nothing in it.
+    unkeyed = ("quant.activation_type", "quant.calibration", "quant.sensitivity", "quant.fallback")
 
     def host_facts(self, p: StaticQuantizeParams) -> dict[str, Any]:
         return {"isa": cpu_isa()} if p.activation_type == HOST else {}
@@ -54,7 +57,7 @@ class OrtStaticQuantizeStep(Step):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
         q = p.quant
-        _check_nodes(ctx.inputs["model"], q.exclude_nodes)
+        excluded = _excluded(ctx, q.exclude)
         isa = cpu_isa()
         activation = ACTIVATION_FOR_ISA[isa] if p.activation_type == HOST else p.activation_type
         # The format takes a QuantFormat: passing a QuantType there (a common mistake) silently yields QDQ.
@@ -66,10 +69,10 @@ class OrtStaticQuantizeStep(Step):
                 calibrate_method=getattr(CalibrationMethod, METHODS[q.calibration.method]),
                 quant_format=fmt, activation_type=_quant_type(activation),
                 weight_type=_quant_type(q.weight_type), per_channel=q.per_channel, reduce_range=q.reduce_range,
-                op_types_to_quantize=q.op_types, nodes_to_exclude=q.exclude_nodes,
+                op_types_to_quantize=q.op_types, nodes_to_exclude=excluded,
                 extra_options={"ActivationSymmetric": p.activation_symmetric, "QuantizeBias": p.quantize_bias})
         chosen = {"activation_type": activation, **({"isa": isa} if p.activation_type == HOST else {})}
-        return {**_summary(ctx), **chosen}
+        return {**_summary(ctx), **chosen, "float_nodes": len(excluded)}
 
 
 @register
@@ -77,21 +80,21 @@ class OrtDynamicQuantizeStep(Step):
     """``quantize_dynamic``: int8 weights, activations quantized at run time."""
 
     kind = "quantize.ort_dynamic"
-    version = 2  # 2: the params are the quant section
+    version = 3  # 2: the params are the quant section; 3: exclusions by the FP32 model's names
     Params = DynamicQuant
-    inputs = ("model",)
+    inputs = ("model", "names")
     outputs = {"model": "model.int8.onnx"}
     libraries = ("onnx", "onnxruntime")
 
     def run(self, ctx: StepContext, p: DynamicQuant) -> dict[str, Any]:
         from onnxruntime.quantization import quantize_dynamic
 
-        _check_nodes(ctx.inputs["model"], p.exclude_nodes)
+        excluded = _excluded(ctx, p.exclude, dynamic=True)
         with quiet("onnxruntime"):
             quantize_dynamic(str(ctx.inputs["model"]), str(ctx.out("model")),
                              weight_type=_quant_type(p.weight_type), per_channel=p.per_channel,
                              reduce_range=p.reduce_range, op_types_to_quantize=p.op_types,
-                             nodes_to_exclude=p.exclude_nodes)
+                             nodes_to_exclude=excluded)
         return _summary(ctx)
 
 
@@ -104,5 +107,5 @@ def _summary(ctx: StepContext) -> dict[str, Any]:
              "MatMulInteger", "DynamicQuantizeLinear"}
     count = sum(1 for n in nodes if n.op_type in q_ops)
     if count == 0:
-        ctx.note("no operator was quantized (check quant.op_types and quant.exclude_nodes)")
+        ctx.note("no operator was quantized (check quant.op_types and quant.exclude)")
     return {"nodes": len(nodes), "quant_nodes": count}

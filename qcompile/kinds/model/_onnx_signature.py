@@ -1,10 +1,12 @@
-"""Read a model's signature (input and output names, dtypes, shapes with named dynamic axes) from an ONNX file."""
+"""Read a model's signature (input and output names, dtypes, shapes with named dynamic axes) from an ONNX file, and
+its node names as ``model.fp32.onnx`` shows them."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +128,34 @@ def _remember(memo: Path | None, path: Path, stamp, task: str, sig: Signature, e
         os.replace(tmp, memo)
     except OSError:
         pass
+
+
+def name_unnamed(model) -> int:
+    """Give every unnamed or duplicate-named node of ``model`` a unique ``<OpType>_<n>`` name; returns how many."""
+    seen: set[str] = set()
+    counts: Counter[str] = Counter()
+    renamed = 0
+    taken = {n.name for n in model.graph.node if n.name}
+    for node in model.graph.node:
+        if node.name and node.name not in seen:
+            seen.add(node.name)
+            continue
+        while True:
+            counts[node.op_type] += 1
+            name = f"{node.op_type}_{counts[node.op_type]}"
+            if name not in taken:
+                break
+        node.name = name
+        taken.add(name)
+        seen.add(name)
+        renamed += 1
+    return renamed
+
+
+def node_list(path: Path) -> list[tuple[str, str]]:
+    """(name, op type) of each node of the ONNX file at ``path`` as ``model.fp32.onnx`` will name them."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    name_unnamed(model)
+    return [(n.name, n.op_type) for n in model.graph.node]

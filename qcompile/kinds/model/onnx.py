@@ -12,7 +12,7 @@ from ...graph import Node, Ref, StepParams
 from ...signature import Signature, Task, TensorSpec
 from ..registry import register
 from ..section import Kind, Normalize, Preprocess, UserFile, contract
-from ._onnx_signature import inspect_onnx
+from ._onnx_signature import inspect_onnx, node_list
 
 
 @register("model")
@@ -57,6 +57,8 @@ class OnnxModel(Kind):
                                   signature=b.need("signature", self)),
                    publish={"model": "model.fp32.onnx"}))
         b.provide("onnx.fp32", Ref("model", "model"), self)
+        # Read only when a recipe names nodes (quant.exclude), so they are checked before anything runs.
+        b.provide("onnx.fp32.nodes", lambda: node_list(self.path), self)
 
 
 class OnnxFileParams(StepParams):

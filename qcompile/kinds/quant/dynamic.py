@@ -11,6 +11,7 @@ from ..builder import Variant
 from ..registry import register
 from ..section import Kind
 from ._ort import check_op_types, preprocessed
+from .exclude import Exclude, check_names
 
 
 @register("quant")
@@ -22,13 +23,17 @@ class DynamicQuant(Kind):
     per_channel: bool = False
     reduce_range: bool = False
     op_types: list[str] | None = ["MatMul", "Gemm"]
-    exclude_nodes: list[str] = []
+    exclude: Exclude = Exclude()
 
     _ops = field_validator("op_types")(classmethod(lambda cls, v: check_op_types(v)))
 
     def compile(self, b) -> None:
+        nodes = b.get("onnx.fp32.nodes")
+        if self.exclude and nodes is not None:
+            check_names(self.exclude, nodes())
         # The section is the quantize step's params: every option of it changes the quantized model.
-        b.add(Node("quantize", "quantize.ort_dynamic", self, inputs={"model": preprocessed(b, self)}))
+        b.add(Node("quantize", "quantize.ort_dynamic", self,
+                   inputs={"model": preprocessed(b, self), "names": Ref("optimize", "names")}))
         b.add_variant(Variant("int8_dynamic", Ref("quantize", "model"),
                               scheme={"kind": "dynamic", "step": "quantize.ort_dynamic",
                                       **self.model_dump(mode="json", exclude={"kind"})}))

@@ -1,7 +1,8 @@
 """``quant.kind=static``: post-training static quantization (QDQ or QOperator) with onnxruntime.quantization.
 
 Calibration is its own node, so options that do not change calibration (format, per-channel, weight type,
-excluded nodes) reuse the stored ranges.
+excluded nodes) reuse the stored ranges. The sensitivity of each node is a node too, and the fallback search
+(``qcompile.builds.search``) drives plans of this section with more nodes kept in float.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..builder import Variant
 from ..registry import register
 from ..section import Kind, Section
 from ._ort import check_op_types, preprocessed
+from .exclude import Exclude, check_names
 
 
 class Calibration(Section):
@@ -33,6 +35,27 @@ class Calibration(Section):
     symmetric: bool = Field(False, description="force calibrated activation ranges symmetric around 0")
 
 
+class Sensitivity(Section):
+    """Which quantized nodes cost the most: each node's activation and weight SQNR against FP32 (ORT's
+    qdq_loss_debug), in report.md and report.json."""
+
+    enabled: bool = Field(False, description="add the sensitivity table to the report (always on with fallback)")
+    samples: PositiveInt = Field(32, description="calibration samples the FP32 and INT8 activations are compared on")
+
+
+class Fallback(Section):
+    """Accuracy-aware fallback: when the variant fails its gate, keep the fewest nodes in float that pass it, in the
+    sensitivity table's order. Every trial is an ordinary cached build step, so a search resumes and replays."""
+
+    enabled: bool = False
+    max_trials: PositiveInt = Field(12, description="most quantize-and-evaluate trials, the first (none in float) "
+                                                     "included")
+    max_float_nodes: PositiveInt = Field(16, description="most nodes kept in float beyond quant.exclude")
+    strategy: Literal["greedy", "bisect"] = Field(
+        "bisect", description="greedy: add the next most sensitive node until the gate passes (one trial per node); "
+                              "bisect: binary search over how many of the most sensitive nodes stay in float")
+
+
 @register("quant")
 class StaticQuant(Kind):
     """Post-training static quantization with onnxruntime.quantization."""
@@ -48,12 +71,15 @@ class StaticQuant(Kind):
     op_types: list[str] | None = Field(
         None, description="op types to quantize; null: every type ORT can quantize, so Relu/MaxPool stay int8 "
                           "between convolutions instead of bouncing through float")
-    exclude_nodes: list[str] = []
+    exclude: Exclude = Exclude()
+    sensitivity: Sensitivity = Sensitivity()
+    fallback: Fallback = Fallback()
 
     _ops = field_validator("op_types")(classmethod(lambda cls, v: check_op_types(v)))
 
     def declare(self, b) -> None:
         b.provide("calib.samples", self.calibration.samples, self)
+        b.provide("quant.search", self.fallback if self.fallback.enabled else None, self)
 
     def activation(self, b) -> str:
         """The activation type: the recipe's, or for ``auto`` the target's default (``host``: decided by the
@@ -63,6 +89,9 @@ class StaticQuant(Kind):
         return b.need("quant.defaults", self, "the target's quantization defaults")["activation_type"]
 
     def compile(self, b) -> None:
+        nodes = b.get("onnx.fp32.nodes")
+        if self.exclude and nodes is not None:  # names knowable now (an ONNX file): checked before anything runs
+            check_names(self.exclude, nodes())
         prep = preprocessed(b, self)
         b.add(Node("calibrate", "calibrate.ort",
                    CalibrateParams(**self.calibration.model_dump(), op_types=self.op_types),
@@ -71,7 +100,12 @@ class StaticQuant(Kind):
         params = StaticQuantizeParams(quant=self, activation_type=self.activation(b),
                                       **_target_rules(b.get("quant.defaults") or {}))
         b.add(Node("quantize", "quantize.ort_static", params,
-                   inputs={"model": prep, "ranges": Ref("calibrate", "ranges")}))
+                   inputs={"model": prep, "names": Ref("optimize", "names"), "ranges": Ref("calibrate", "ranges")}))
+        if self.sensitivity.enabled or self.fallback.enabled:
+            b.add(Node("sensitivity", "sensitivity.ort_qdq", self.sensitivity,
+                       inputs={"float": prep, "quantized": Ref("quantize", "model"), "names": Ref("optimize", "names"),
+                               "data": b.need("samples.calib", self, "calibration samples")},
+                       publish={"sensitivity": "sensitivity.json"}))
         b.add_variant(Variant("int8", Ref("quantize", "model"), scheme=params.scheme()))
 
 
@@ -96,7 +130,8 @@ class StaticQuantizeParams(StepParams):
         """How the variant was made, flat, for reports and the bundle."""
         q = self.quant
         return {"kind": "static", "step": "quantize.ort_static",
-                **q.model_dump(mode="json", exclude={"kind", "activation_type", "calibration"}),
+                **q.model_dump(mode="json", exclude={"kind", "activation_type", "calibration", "sensitivity",
+                                                     "fallback"}),
                 "activation_type": self.activation_type, "method": q.calibration.method,
                 "activation_symmetric": self.activation_symmetric, "quantize_bias": self.quantize_bias}
 

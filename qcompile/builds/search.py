@@ -1,0 +1,208 @@
+"""Accuracy-aware fallback: when the quantized variant fails its gate, find the fewest nodes to keep in float that
+pass it, in the order of the sensitivity table.
+
+A loop above the scheduler: each trial is the recipe with more nodes in ``quant.exclude.names``, compiled into an
+ordinary plan and executed up to the compare step, so every trial is cached like any build step. An interrupted
+search loses only the trial that was running, and the same command replays the finished ones from the cache. Each
+trial is appended to a ledger (JSON lines) the moment it is judged. The build that follows is a plain build of the
+winning recipe: its lockfile records that plan, so ``reproduce`` replays it without searching.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..cache import Cache
+from ..graph import StepOutcome
+from ..plan import REFERENCE, compile_plan
+from ..recipe.schema import Recipe
+from ..run.progress import Reporter
+from ..run.scheduler import execute
+from ..steps.compare import GATES
+
+LEDGER = "search.jsonl"
+
+
+@dataclass
+class Trial:
+    """One judged plan: which sensitivity rows were kept in float, and what the gate said of it."""
+
+    index: int
+    rows: int  # how many of the sensitivity table's worst rows are in float (0: the recipe as written)
+    float_nodes: list[str]  # the FP32 node names those rows added to quant.exclude.names
+    metric: str
+    value: float | None
+    passed: bool
+    gate_error: str | None
+    size_bytes: int | None
+    status: str  # ran: some step ran; cached: every step was a cache hit
+    seconds: float
+
+
+@dataclass
+class SearchResult:
+    """What the search found: the recipe to build, the trials in the order they ran, and the ranking used."""
+
+    recipe: Recipe
+    trials: list[Trial]
+    chosen: int  # index of the trial whose recipe is built
+    passed: bool
+    ranking: list[dict[str, Any]] = field(default_factory=list)
+    strategy: str = ""
+
+    def failure(self, fallback) -> str:
+        """Why the search found nothing, naming the best trial (for the failed gate's message)."""
+        best = self.trials[self.chosen]
+        return (f"fallback search: no trial passed within quant.fallback.max_trials={fallback.max_trials} and "
+                f"max_float_nodes={fallback.max_float_nodes} ({len(self.trials)} trials, {self.strategy}); the best, "
+                f"trial {best.index} with {len(best.float_nodes)} node(s) in float, reached {best.metric} "
+                f"{best.value if best.value is None else round(best.value, 4)}, and is what was built")
+
+    def summary(self) -> dict[str, Any]:
+        """The report's ``search`` section."""
+        return {"strategy": self.strategy, "passed": self.passed, "chosen": self.chosen,
+                "trials": [asdict(t) for t in self.trials],
+                "ranking": [{k: r.get(k) for k in ("name", "nodes", "op_type", "activation_sqnr_db")}
+                            for r in self.ranking]}
+
+
+def wants_search(recipe: Recipe) -> bool:
+    """Whether building ``recipe`` starts with a fallback search."""
+    fallback = getattr(recipe.quant, "fallback", None)
+    return bool(fallback is not None and fallback.enabled)
+
+
+def primary_metric(gate: dict[str, Any]) -> tuple[str, str, str]:
+    """(gate key, metric, how) of the first gate set: what a trial's value is (the higher the better)."""
+    for key, (metric, how) in GATES.items():
+        if gate.get(key) is not None:
+            return key, metric, how
+    return "", "top1_agreement", "min"
+
+
+class Ledger:
+    """Trials as JSON lines, each written and synced as soon as it is judged."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, trial: Trial) -> None:
+        """Add one trial to the ledger, durably."""
+        with open(self.path, "a") as f:
+            f.write(json.dumps(asdict(trial)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def search(recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger) -> SearchResult:
+    """Run the fallback search of ``recipe`` (``quant.fallback``) and return the recipe to build."""
+    fb = recipe.quant.fallback
+    runner = _TrialRunner(recipe, cache, reporter, ledger)
+    first = runner.run([])
+    if first.passed:
+        return SearchResult(recipe, runner.trials, 0, True, strategy=fb.strategy)
+    ranking = runner.ranking
+    # The most rows whose nodes fit quant.fallback.max_float_nodes (a row is a Conv with its fused Relu, or one node).
+    limit, nodes = 0, 0
+    for row in ranking:
+        nodes += len(row["nodes"])
+        if nodes > fb.max_float_nodes:
+            break
+        limit += 1
+
+    def trial(k: int) -> Trial:
+        return runner.run(ranking[:k])
+
+    passing: Trial | None = None
+    if fb.strategy == "greedy":
+        for k in range(1, limit + 1):
+            if len(runner.trials) >= fb.max_trials:
+                break
+            if (t := trial(k)).passed:
+                passing = t
+                break
+    elif limit and len(runner.trials) < fb.max_trials:
+        # Bisection over how many of the worst rows stay in float: first the most the recipe allows (if that fails,
+        # fewer would too, as far as the ranking is right), then halve the interval (lo fails, hi passes).
+        top = trial(limit)
+        if top.passed:
+            passing, lo, hi = top, 0, limit
+            while hi - lo > 1 and len(runner.trials) < fb.max_trials:
+                mid = (lo + hi) // 2
+                if (t := trial(mid)).passed:
+                    passing, hi = t, mid
+                else:
+                    lo = mid
+    if passing is not None:
+        return SearchResult(runner.recipe_for(passing.rows), runner.trials, passing.index, True, ranking,
+                            fb.strategy)
+    best = max(runner.trials, key=lambda t: (t.value if t.value is not None else -1e9, -t.rows))
+    return SearchResult(runner.recipe_for(best.rows), runner.trials, best.index, False, ranking, fb.strategy)
+
+
+class _TrialRunner:
+    """Compiles, executes and judges trials; keeps the sensitivity ranking from the first one."""
+
+    def __init__(self, recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger):
+        self.recipe, self.cache, self.reporter, self.ledger = recipe, cache, reporter, ledger
+        self.trials: list[Trial] = []
+        self.ranking: list[dict[str, Any]] = []
+
+    def recipe_for(self, rows: int) -> Recipe:
+        """The recipe with the ``rows`` worst rows of the ranking kept in float."""
+        if rows == 0:
+            return self.recipe
+        names = [n for r in self.ranking[:rows] for n in r["nodes"]]
+        quant = self.recipe.quant
+        return self.recipe.model_copy(update={"quant": quant.model_copy(update={"exclude": quant.exclude.plus(names)})})
+
+    def run(self, rows: list[dict[str, Any]]) -> Trial:
+        """Build the trial with ``rows`` in float up to its comparison, judge it and write it to the ledger."""
+        t0 = time.perf_counter()
+        recipe = self.recipe_for(len(rows))
+        plan = compile_plan(recipe)
+        variant = next(v for name, v in plan.variants.items() if name != REFERENCE)
+        compare = variant["nodes"]["compare"]
+        targets = [compare] + (["sensitivity"] if not self.trials and "sensitivity" in plan else [])
+        outcomes = {o.name: o for o in execute(plan.restricted(targets), self.cache, self.reporter)}
+        if not self.trials and "sensitivity" in outcomes:
+            self.ranking = self._table(outcomes["sensitivity"])
+        judged = outcomes[compare]
+        key, metric, how = primary_metric(plan.node(compare).gate)
+        value = _value(judged.result, metric, how, variant_name=judged.result.get("variant"))
+        model = variant["nodes"]["model"].rsplit(".", 1)
+        size = self._size(outcomes.get(model[0]), model[1])
+        trial = Trial(index=len(self.trials), rows=len(rows), float_nodes=[n for r in rows for n in r["nodes"]],
+                      metric=f"{metric} ({key})" if key else metric, value=value,
+                      passed=judged.gate_error is None, gate_error=judged.gate_error, size_bytes=size,
+                      status="ran" if any(o.status == "ran" for o in outcomes.values()) else "cached",
+                      seconds=round(time.perf_counter() - t0, 3))
+        self.trials.append(trial)
+        self.ledger.append(trial)
+        if not self.reporter.quiet:
+            verdict = "[green]passes[/]" if trial.passed else "[red]fails[/]"
+            shown = "—" if value is None else f"{value:.4f}"
+            self.reporter.console.print(f"[bold]trial {trial.index}[/]: {len(trial.float_nodes)} node(s) in float "
+                                        f"-> {metric} {shown}, {verdict} ({trial.status})")
+        return trial
+
+    def _table(self, outcome: StepOutcome) -> list[dict[str, Any]]:
+        return json.loads(self.cache.blobs.path(outcome.outputs["sensitivity"]).read_text())["nodes"]
+
+    def _size(self, outcome: StepOutcome | None, output: str) -> int | None:
+        if outcome is None or output not in outcome.outputs:
+            return None
+        return self.cache.blobs.path(outcome.outputs[output]).stat().st_size
+
+
+def _value(result: dict[str, Any], metric: str, how: str, variant_name: str | None) -> float | None:
+    """The trial's value of ``metric``: the variant's score for a drop gate, the fidelity for a minimum gate."""
+    if how == "drop":
+        scores = (result.get("scores") or {}).get(variant_name) or {}
+        return scores.get(metric)
+    return (result.get("fidelity") or {}).get(metric)

@@ -1,0 +1,90 @@
+"""The sensitivity table and the fallback search in report.md, and the search's plot (metric against nodes in
+float). matplotlib is optional (``qcompile[sweep]``): without it the plot is skipped, the tables stay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SHOWN = 10  # sensitivity rows in report.md; report.json and artifacts/sensitivity.json hold them all
+
+
+def read_sensitivity(out_dir: Path, artifacts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sensitivity table the build published, for report.json (None when the recipe asked for none)."""
+    path = next((a["path"] for a in artifacts if a["path"].endswith("/sensitivity.json")), None)
+    return json.loads((out_dir / path).read_text()) if path else None
+
+
+def markdown(report: dict[str, Any]) -> list[str]:
+    """report.md's sections for the sensitivity table and the search (empty when the build had neither)."""
+    lines: list[str] = []
+    table = report.get("sensitivity")
+    if table:
+        rows = table["nodes"]
+        lines += ["", "## Sensitivity", "",
+                  f"Worst {min(SHOWN, len(rows))} of {len(rows)} quantized outputs, by the SQNR of each output in the "
+                  f"INT8 model against FP32 on {table['samples']} calibration samples (dB, lower is worse). Keep a "
+                  "row in float with `quant.exclude.names=[...]` (its nodes), or let `quant.fallback.enabled=true` "
+                  "search.", "", "| # | nodes (as in model.fp32.onnx) | op | activation SQNR dB | weight SQNR dB |",
+                  "|---:|---|---|---:|---:|"]
+        for i, r in enumerate(rows[:SHOWN], 1):
+            weight = "" if r.get("weight_sqnr_db") is None else f"{r['weight_sqnr_db']:.1f}"
+            lines.append(f"| {i} | {', '.join(f'`{n}`' for n in r['nodes'])} | {r['op_type']} | "
+                         f"{r['activation_sqnr_db']:.1f} | {weight} |")
+    found = report.get("search")
+    if found:
+        trials = found["trials"]
+        chosen = trials[found["chosen"]]
+        verdict = "passed" if found["passed"] else "found no passing trial"
+        lines += ["", "## Fallback search", "",
+                  f"Strategy {found['strategy']}: {len(trials)} trials, {verdict}; built trial {chosen['index']} with "
+                  f"{len(chosen['float_nodes'])} node(s) in float. Ledger: `search.jsonl`."]
+        if found.get("plot"):
+            lines += ["", f"![metric against nodes in float]({found['plot']})"]
+        values = [t["value"] for t in trials if t["value"] is not None]
+        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+        lines += ["", "| trial | nodes in float | metric | value | gate | size | status | seconds | |",
+                  "|---:|---:|---|---:|---|---:|---|---:|---|"]
+        for t in trials:
+            bar = "" if t["value"] is None else "█" * (1 + round(19 * (t["value"] - lo) / ((hi - lo) or 1)))
+            size = "" if t["size_bytes"] is None else f"{t['size_bytes'] / 1024:.0f} KiB"
+            value = "" if t["value"] is None else f"{t['value']:.4f}"
+            lines.append(f"| {t['index']} | {len(t['float_nodes'])} | {t['metric']} | {value} | "
+                         f"{'pass' if t['passed'] else 'fail'} | {size} | {t['status']} | {t['seconds']:.2f} | {bar} |")
+        if chosen["float_nodes"]:
+            lines += ["", "Kept in float: " + ", ".join(f"`{n}`" for n in chosen["float_nodes"]) + "."]
+    return lines
+
+
+def plot_search(report: dict[str, Any], path: Path) -> bool:
+    """Plot each trial's metric against its nodes in float into ``path`` (PNG); False without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = report["search"]
+    trials = [t for t in found["trials"] if t["value"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for passed, colour, label in ((True, "tab:green", "passes the gate"), (False, "tab:red", "fails the gate")):
+        pts = [t for t in trials if t["passed"] is passed]
+        ax.scatter([len(t["float_nodes"]) for t in pts], [t["value"] for t in pts], c=colour, label=label, zorder=3)
+    for t in trials:
+        ax.annotate(str(t["index"]), (len(t["float_nodes"]), t["value"]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=8)
+    chosen = found["trials"][found["chosen"]]
+    if chosen["value"] is not None:
+        ax.scatter([len(chosen["float_nodes"])], [chosen["value"]], s=160, facecolors="none", edgecolors="black",
+                   label="built", zorder=4)
+    ax.set_xlabel("nodes kept in float")
+    ax.set_ylabel(trials[0]["metric"] if trials else "metric")
+    ax.set_title(f"fallback search ({found['strategy']}); numbers: trial order")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
