@@ -16,6 +16,7 @@ from ..recipe.schema import Recipe
 from ..report.build_report import make_report, write_markdown
 from ..run.progress import Reporter
 from ..run.scheduler import execute
+from ..steps.compare import drop_interval_note
 from .lockfile import LOCK_NAME, make_lock
 from .rundir import abandon, claim, new_build_dir
 
@@ -56,17 +57,10 @@ def publish(plan: Plan, outcomes: list[StepOutcome], cache: Cache, out_dir: Path
 
 
 def _gate_warnings(plan: Plan, outcomes: list[StepOutcome]) -> list[str]:
-    """Say when the evaluation set is too small for an accuracy gate to mean anything: the drop's 95% interval
-    is wider than the gate's allowance."""
-    warnings = []
-    for o in outcomes:
-        limit, ci = plan.node(o.name).gate.get("max_accuracy_drop"), o.result.get("drop_ci95")
-        if limit is not None and ci and (ci[1] - ci[0]) / 2 > limit:
-            warnings.append(f"{o.name}: the top-1 drop is known only to ±{(ci[1] - ci[0]) / 2 * 100:.2f} points "
-                            f"(95%, {ci[0] * 100:.2f} to {ci[1] * 100:.2f}) on this evaluation set, wider than "
-                            f"eval.max_accuracy_drop {limit * 100:.2f}: use more data.eval_samples for the gate to "
-                            "mean something")
-    return warnings
+    """Say where the evaluation set is too small for the accuracy gate's verdict: its limit lies inside the drop's
+    95% interval (``drop_interval_note``)."""
+    notes = ((o.name, drop_interval_note(o.result, plan.node(o.name).gate.get("max_accuracy_drop"))) for o in outcomes)
+    return [f"{name}: {note}" for name, note in notes if note]
 
 
 def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None = None,
