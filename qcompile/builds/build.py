@@ -14,6 +14,7 @@ from ..graph import Plan, StepOutcome
 from ..plan import compile_plan
 from ..recipe.schema import Recipe
 from ..report.build_report import make_report, write_markdown
+from ..report.next_steps import next_steps
 from ..run.progress import Reporter
 from ..run.scheduler import execute
 from ..steps.compare import drop_interval_note
@@ -95,10 +96,11 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
         raise
     report = make_report(lock, outcomes, arts)
     report["notes"] += _gate_warnings(plan, outcomes)
+    report["next_steps"] = next_steps(lock["recipe"], report)  # empty when every gate passed
     write_markdown(report, out_dir / "report.md")
     _write_json(out_dir / "report.json", report)  # last: its presence marks a finished build
     reporter.summary(outcomes, title=f"build {lock['build_id']} → {out_dir}")
     result = BuildResult(out_dir, lock["build_id"], report, outcomes)
     if check_gates and result.gate_errors:
-        raise GateFailed("; ".join(result.gate_errors), out_dir, result.build_id, report)
+        raise GateFailed("; ".join(result.gate_errors), out_dir, result.build_id, report, report["next_steps"])
     return result
