@@ -13,7 +13,7 @@ from ..errors import GateFailed
 from ..graph import Plan, StepOutcome
 from ..plan import compile_plan
 from ..recipe.schema import Recipe
-from ..report.build_report import make_report, write_markdown
+from ..report.build_report import make_report, write_gate_notice, write_markdown
 from ..report.next_steps import next_steps
 from ..run.progress import Reporter
 from ..run.scheduler import execute
@@ -98,6 +98,7 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
     report["notes"] += _gate_warnings(plan, outcomes)
     report["next_steps"] = next_steps(lock["recipe"], report)  # empty when every gate passed
     write_markdown(report, out_dir / "report.md")
+    write_gate_notice(report, out_dir / "artifacts")
     _write_json(out_dir / "report.json", report)  # last: its presence marks a finished build
     reporter.summary(outcomes, title=f"build {lock['build_id']} → {out_dir}")
     result = BuildResult(out_dir, lock["build_id"], report, outcomes)
