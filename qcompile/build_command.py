@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from .errors import BadInput, QcompileError, as_bad_input
+from .errors import BadInput, GateFailed, QcompileError, as_bad_input
 
 if TYPE_CHECKING:
     from .builds import BuildResult
@@ -32,14 +32,41 @@ class BuildArgs:
     multirun: bool = False
 
 
+SHOWN_NEXT_STEPS = 4  # stderr stays a few lines; report.md lists them all
+
+
 def fail(e: QcompileError) -> int:
-    """Print ``e`` as one line on stderr; return its exit code."""
+    """Print ``e`` on stderr (one line; a failed gate adds what to try next and where the report is); return its
+    exit code."""
     label = {2: "bad input", 3: "gate failed"}.get(e.exit_code, "error")
     from rich.markup import escape
 
     # escape: messages hold brackets ("pip install 'qcompile[ray]'", "std[0]") that rich would read as markup
+    if isinstance(e, GateFailed):
+        for line in gate_lines(e):
+            head, sep, rest = line.partition(": gate failed: ")
+            err.print(f"[bold red]{head}{sep}[/]{escape(rest)}" if sep else escape(line), soft_wrap=True)
+        return e.exit_code
     err.print(f"[bold red]qcompile: {label}:[/] {escape(str(e))}", soft_wrap=True)
     return e.exit_code
+
+
+def gate_lines(e: GateFailed) -> list[str]:
+    """What the CLI says of a failed gate: each failed gate, then "next:" lines (the likeliest of
+    ``e.next_steps``), then where the report is and that the bundle is not for deployment."""
+    gates = [g["message"] for g in (e.report or {}).get("gates") or []] or [str(e)]
+    lines = [f"qcompile: gate failed: {m}" for m in gates]
+    shown = e.next_steps[:SHOWN_NEXT_STEPS]
+    lines += [f"  next: {s}" for s in shown]
+    if e.out_dir is not None:
+        out = Path(e.out_dir)
+        more = len(e.next_steps) - len(shown)
+        line = f"  report: {out / 'report.md'}" + (f" ({more} more next steps there)" if more else "")
+        bundles = [a["path"] for a in (e.report or {}).get("artifacts") or [] if a.get("step") == "package"]
+        if bundles:
+            line += f"; {', '.join(str(out / b) for b in bundles)} is not for deployment (GATE_FAILED.txt beside it)"
+        lines.append(line)
+    return lines
 
 
 def user_os_error(e: OSError) -> BadInput:
@@ -105,6 +132,12 @@ def print_outcome(result: BuildResult) -> None:
 
     r = result.report
     m, ref = r["metrics"], r["reference"]
+    if r["gates"]:
+        # Only a build that skipped the gate check gets here with a failed gate: never word it as a success.
+        Console(highlight=False, stderr=True).print(
+            f"qcompile: build {r['recipe']} {r['build_id']} failed its gate, its bundle is not for deployment: "
+            f"see {result.out_dir / 'report.md'}", soft_wrap=True)
+        return
     parts = [f"built {r['recipe']} [bold]{r['build_id']}[/] in {result.out_dir}"]
     for name in r["variants"]:
         if name == ref:

@@ -30,16 +30,20 @@ class GateFailed(QcompileError):
     """A quality gate (such as the accuracy drop limit) rejected the build, after its report was written.
 
     ``out_dir``, ``build_id`` and ``report`` (report.json's content) say which build, so a caller can read the
-    failed gates and the measurements behind them without searching for the folder.
+    failed gates and the measurements behind them without searching for the folder. ``next_steps`` lists what to
+    try for this recipe, each line starting with the override to give (``qcompile.report.next_steps``): the same
+    advice the CLI prints and report.md opens with.
     """
 
     exit_code = 3
 
-    def __init__(self, message: str, out_dir=None, build_id: str | None = None, report: dict | None = None):
+    def __init__(self, message: str, out_dir=None, build_id: str | None = None, report: dict | None = None,
+                 next_steps: list[str] | None = None):
         super().__init__(message)
         self.out_dir = out_dir
         self.build_id = build_id
         self.report = report
+        self.next_steps = list(next_steps or [])
 
 
 # OS errors that a user's machine or files cause, not qcompile: reported as bad input naming the path.

@@ -19,8 +19,9 @@ def test_top5_gates_fail_and_pass_on_measured_values():
     check = CompareOutputsStep().check
     assert check(_result(), {"min_top5_overlap": 0.6, "max_top5_drop": 0.25}) is None
     failed = check(_result(), {"min_top5_overlap": 0.8, "max_top5_drop": 0.1})
-    assert "top5_overlap with fp32 is 0.6000; eval.min_top5_overlap asks at least 0.8" in failed
-    assert "int8 top5 accuracy 0.5000 is 25.00 points below fp32 0.7500; eval.max_top5_drop allows 10.00" in failed
+    assert "int8 top-5 overlap with fp32 is 60.00%; eval.min_top5_overlap=0.8 asks at least 80.00%" in failed
+    assert ("int8 top-5 accuracy 50.00% is 25.00 points below fp32's 75.00%; eval.max_top5_drop=0.1 allows "
+            "10.00 points") in failed
 
 
 def test_a_top5_drop_gate_without_labels_is_bad_input():

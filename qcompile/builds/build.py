@@ -13,10 +13,12 @@ from ..errors import GateFailed
 from ..graph import Plan, StepOutcome
 from ..plan import compile_plan
 from ..recipe.schema import Recipe
-from ..report.build_report import make_report, write_markdown
+from ..report.build_report import make_report, write_gate_notice, write_markdown
+from ..report.next_steps import next_steps
 from ..report.search_report import plot_search, read_sensitivity
 from ..run.progress import Reporter
 from ..run.scheduler import execute
+from ..steps.compare import drop_interval_note
 from .lockfile import LOCK_NAME, make_lock
 from .rundir import abandon, claim, new_build_dir
 from .search import LEDGER, Ledger, search, wants_search
@@ -58,17 +60,10 @@ def publish(plan: Plan, outcomes: list[StepOutcome], cache: Cache, out_dir: Path
 
 
 def _gate_warnings(plan: Plan, outcomes: list[StepOutcome]) -> list[str]:
-    """Say when the evaluation set is too small for an accuracy gate to mean anything: the drop's 95% interval
-    is wider than the gate's allowance."""
-    warnings = []
-    for o in outcomes:
-        limit, ci = plan.node(o.name).gate.get("max_accuracy_drop"), o.result.get("drop_ci95")
-        if limit is not None and ci and (ci[1] - ci[0]) / 2 > limit:
-            warnings.append(f"{o.name}: the top-1 drop is known only to ±{(ci[1] - ci[0]) / 2 * 100:.2f} points "
-                            f"(95%, {ci[0] * 100:.2f} to {ci[1] * 100:.2f}) on this evaluation set, wider than "
-                            f"eval.max_accuracy_drop {limit * 100:.2f}: use more data.eval_samples for the gate to "
-                            "mean something")
-    return warnings
+    """Say where the evaluation set is too small for the accuracy gate's verdict: its limit lies inside the drop's
+    95% interval (``drop_interval_note``)."""
+    notes = ((o.name, drop_interval_note(o.result, plan.node(o.name).gate.get("max_accuracy_drop"))) for o in outcomes)
+    return [f"{name}: {note}" for name, note in notes if note]
 
 
 def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None = None,
@@ -114,11 +109,13 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
         report["search"] = found.summary()
         if plot_search(report, out_dir / "search.png"):
             report["search"]["plot"] = "search.png"
+    report["next_steps"] = next_steps(lock["recipe"], report)  # empty when every gate passed
     write_markdown(report, out_dir / "report.md")
+    write_gate_notice(report, out_dir / "artifacts")
     _write_json(out_dir / "report.json", report)  # last: its presence marks a finished build
     reporter.summary(outcomes, title=f"build {lock['build_id']} → {out_dir}")
     result = BuildResult(out_dir, lock["build_id"], report, outcomes)
     if check_gates and result.gate_errors:
         why = [found.failure(recipe.quant.fallback)] if found is not None and not found.passed else []
-        raise GateFailed("; ".join(result.gate_errors + why), out_dir, result.build_id, report)
+        raise GateFailed("; ".join(result.gate_errors + why), out_dir, result.build_id, report, report["next_steps"])
     return result

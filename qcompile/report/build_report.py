@@ -12,8 +12,9 @@ from typing import Any
 from ..graph import StepOutcome
 from .search_report import markdown as search_markdown
 
-# 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name; 3: p50_ci per batch size, speedup_verdict
-REPORT_VERSION = 3
+# 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name; 3: p50_ci per batch size, speedup_verdict;
+# 4: deployable, next_steps
+REPORT_VERSION = 4
 
 FASTER, SLOWER, NO_DIFFERENCE = "faster", "slower", "no measurable difference"
 
@@ -98,6 +99,9 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
         "recipe": lock["recipe"].get("name"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "status": "gate_failed" if gates else "ok",
+        # The bundle is built before the gates are judged (a cached step), so it exists either way: this says
+        # whether it is fit to deploy. ``gates`` lists what failed; ``next_steps`` (set by the build) what to try.
+        "deployable": not gates,
         "steps": [{"name": o.name, "kind": o.kind, "key": o.key, "status": o.status,
                    "seconds": round(o.seconds, 3), "peak_mb": o.peak_mb} for o in outcomes],
         "reference": reference,
@@ -157,8 +161,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     """report.md: the same facts as report.json, laid out for a person."""
     m, ref = report["metrics"], report["reference"]
     batches = list(m[ref]["latency_ms"])
-    lines = [f"# qcompile build `{report['build_id']}` — {report['recipe']}", "",
-             f"Status: **{report['status']}**", ""]
+    lines = [f"# qcompile build `{report['build_id']}` — {report['recipe']}", ""]
+    lines += _not_deployable(report)  # first: nobody should read the tables below as a deployable result
+    lines += [f"Status: **{report['status']}**", ""]
     target = report["target"]
     lines += [f"Target: {target.get('kind')}" + "".join(f", {k} {target[k]}" for k in ("isa", "activation_type")
                                                         if k in target), ""]
@@ -194,8 +199,6 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         if sp:
             lines.append(f"{name} latency vs {ref} (p50): "
                          + ", ".join(f"batch {b}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items()) + ".")
-    for g in report["gates"]:
-        lines.append(f"\n**Gate failed** ({g['step']}): {g['message']}")
     for n in report["notes"]:
         lines.append(f"\nNote: {n}")
     lines += search_markdown(report)
@@ -208,3 +211,47 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     for a in report["artifacts"]:
         lines.append(f"| {a['path']} | {a['size_bytes']} | `{a['sha256'][:16]}` |")
     path.write_text("\n".join(lines) + "\n")
+
+
+def _bundles(report: dict[str, Any]) -> list[str]:
+    return [a["path"] for a in report["artifacts"] if a["path"].endswith(".zip") and a["step"] == "package"]
+
+
+def _not_deployable(report: dict[str, Any]) -> list[str]:
+    """report.md's opening section for a build that failed a gate: the gates, and what to try next."""
+    if not report["gates"]:
+        return []
+    bundle = " and ".join(f"`{b}`" for b in _bundles(report)) or "its bundle"
+    lines = ["## NOT DEPLOYABLE: gate failed", "",
+             f"This build failed its quality gate: {bundle} is kept to inspect what went wrong, not to deploy.", ""]
+    lines += [f"- **{g['step']}**: {g['message']}" for g in report["gates"]]
+    steps = report.get("next_steps") or []
+    if steps:
+        lines += ["", "Next, try one of these overrides (likeliest first):", ""]
+        for s in steps:
+            override, sep, why = s.partition(" — ")
+            lines.append(f"- `{override}` — {why}" if sep else f"- {s}")
+    return lines + [""]
+
+
+GATE_NOTICE = "GATE_FAILED.txt"
+
+
+def write_gate_notice(report: dict[str, Any], artifacts: Path) -> None:
+    """Write ``GATE_FAILED.txt`` beside the artifacts of a build that failed a gate (nothing for one that passed).
+
+    The bundle keeps its name and bytes: it is a cached step's output, built before the gates are judged, and the
+    lockfile, report and ``qcompile checkout`` name it ``bundle.zip``; renaming only the published copy would make
+    them disagree. A file beside it says what anyone listing the folder needs to know, and a script that deploys
+    whatever lies there should act on the exit code (3) anyway.
+    """
+    if not report["gates"]:
+        return
+    lines = [f"NOT DEPLOYABLE: build {report['build_id']} ({report['recipe']}) failed its quality gate.", "",
+             "The bundle here is kept to inspect what went wrong, not to deploy:"]
+    lines += [f"  {g['step']}: {g['message']}" for g in report["gates"]]
+    if report.get("next_steps"):
+        lines += ["", "Next, try:"] + [f"  {s}" for s in report["next_steps"]]
+    lines += ["", "Measurements and notes: ../report.md"]
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / GATE_NOTICE).write_text("\n".join(lines) + "\n")

@@ -92,6 +92,8 @@ class CompareOutputsStep(Step):
         return result
 
     def check(self, result: dict[str, Any], gate: dict[str, Any]) -> str | None:
+        # One unit throughout: accuracies and agreement in percent, drops in points, the limit in the same unit
+        # next to the recipe key's own value (a fraction), so "0.01" is never printed as "1.00" unexplained.
         problems = []
         for key, limit in sorted(gate.items()):
             if limit is None or key not in GATES:
@@ -102,15 +104,70 @@ class CompareOutputsStep(Step):
                 if drop is None:
                     continue  # no labels: accuracy cannot drop; fidelity gates judge instead
                 if drop > limit:
-                    s = result["scores"]
-                    problems.append(f"{result['variant']} {metric} accuracy {s[result['variant']][metric]:.4f} is "
-                                    f"{drop * 100:.2f} points below {result['reference']} "
-                                    f"{s[result['reference']][metric]:.4f}; eval.{key} allows {limit * 100:.2f}")
+                    problems.append(_drop_problem(result, key, metric, drop, limit))
             else:
                 value = result["fidelity"].get(metric)
                 if value is None:
-                    problems.append(f"eval.{key} asks for {metric}, which this model's task does not measure")
+                    problems.append(f"eval.{key}={limit:g} asks for the {LABELS[metric]}, which this model's task "
+                                    "does not measure")
                 elif not value >= limit:
-                    problems.append(f"{result['variant']} {metric} with {result['reference']} is {value:.4f}; "
-                                    f"eval.{key} asks at least {limit}")
+                    problems.append(_fidelity_problem(result, key, metric, value, limit))
         return "; ".join(problems) or None
+
+
+# How messages name each metric.
+LABELS = {"top1": "top-1", "top5": "top-5", "top1_agreement": "top-1 agreement", "top5_overlap": "top-5 overlap",
+          "cosine_mean": "mean output cosine"}
+_PERCENT = {"top1_agreement", "top5_overlap"}  # fidelity metrics that are fractions of samples; cosine is not
+
+
+def _decimals(value: float, limit: float, scale: float, fewest: int) -> int:
+    """The fewest decimals (at least ``fewest``) that print ``value`` and ``limit`` apart, so a value just past
+    the limit never reads as equal to it ("1.00 points below ... allows 1.00 point")."""
+    for d in range(fewest, 9):
+        if f"{value * scale:.{d}f}" != f"{limit * scale:.{d}f}":
+            return d
+    return 8
+
+
+def points(fraction: float, decimals: int = 2) -> str:
+    """A fraction of samples as accuracy points: 0.01 -> "1.00 point", 0.025 -> "2.50 points"."""
+    text = f"{fraction * 100:.{decimals}f}"
+    return f"{text} point" + ("" if float(text) == 1 else "s")
+
+
+def _drop_problem(result: dict[str, Any], key: str, metric: str, drop: float, limit: float) -> str:
+    variant, ref = result["variant"], result["reference"]
+    scores = result["scores"]
+    d = _decimals(drop, limit, 100, 2)
+    return (f"{variant} {LABELS[metric]} accuracy {scores[variant][metric] * 100:.{d}f}% is {drop * 100:.{d}f} "
+            f"points below {ref}'s {scores[ref][metric] * 100:.{d}f}%; eval.{key}={limit:g} allows "
+            f"{points(limit, d)}")
+
+
+def _fidelity_problem(result: dict[str, Any], key: str, metric: str, value: float, limit: float) -> str:
+    if metric in _PERCENT:
+        d = _decimals(value, limit, 100, 2)
+        shown, least = f"{value * 100:.{d}f}%", f"{limit * 100:.{d}f}%"
+    else:
+        d = _decimals(value, limit, 1, 4)
+        shown, least = f"{value:.{d}f}", f"{limit:.{d}f}"
+    return (f"{result['variant']} {LABELS[metric]} with {result['reference']} is {shown}; eval.{key}={limit:g} "
+            f"asks at least {least}")
+
+
+def drop_interval_note(result: dict[str, Any], limit: float | None) -> str | None:
+    """A note for a compare result whose top-1 drop's 95% interval contains the gate's limit: on this evaluation
+    set the verdict could have gone either way, and more evaluation samples would settle it.
+
+    None when the gate is unset, the result has no interval, or the interval lies wholly on one side of the
+    limit: then the verdict stands whatever the sampling noise (an 89-point drop known to +-6 points fails).
+    """
+    ci, drop = result.get("drop_ci95"), (result.get("drop") or {}).get("top1")
+    if limit is None or not ci or drop is None or not ci[0] <= limit <= ci[1]:
+        return None
+    verdict = "failed" if drop > limit else "passed"
+    return (f"the top-1 drop of {drop * 100:.2f} points has a 95% interval of {ci[0] * 100:.2f} to "
+            f"{ci[1] * 100:.2f} points on this evaluation set, which contains eval.max_accuracy_drop={limit:g} "
+            f"({points(limit)}): the gate {verdict}, but could have gone either way; more data.eval_samples "
+            "would settle it")
