@@ -56,6 +56,9 @@ def gate_lines(e: GateFailed) -> list[str]:
     ``e.next_steps``), then where the report is and that the bundle is not for deployment."""
     gates = [g["message"] for g in (e.report or {}).get("gates") or []] or [str(e)]
     lines = [f"qcompile: gate failed: {m}" for m in gates]
+    failure = ((e.report or {}).get("search") or {}).get("failure")
+    if failure:
+        lines.append(f"  {failure}")
     shown = e.next_steps[:SHOWN_NEXT_STEPS]
     lines += [f"  next: {s}" for s in shown]
     if e.out_dir is not None:

@@ -138,12 +138,12 @@ def test_sensitivity_table_names_the_worst_nodes():
     from qcompile.report.next_steps import next_steps
 
     table = {"nodes": [{"name": "/features/features.3/Conv", "nodes": ["/features/features.3/Conv"],
-                        "op_type": "Conv", "activation_sqnr_db": 12.3},
-                       {"name": "/fc/Gemm", "nodes": ["/fc/Gemm"], "op_type": "Gemm", "activation_sqnr_db": 15.0},
+                        "op_type": "Conv", "local_sqnr_db": 12.3},
+                       {"name": "/fc/Gemm", "nodes": ["/fc/Gemm"], "op_type": "Gemm", "local_sqnr_db": 15.0},
                        {"name": "conv 7", "nodes": ["conv 7", "relu 7"], "op_type": "Conv+Relu",
-                        "activation_sqnr_db": 18.2},
+                        "local_sqnr_db": 18.2},
                        {"name": "/features/features.9/Conv", "nodes": ["/features/features.9/Conv"],
-                        "op_type": "Conv", "activation_sqnr_db": 30.1}],
+                        "op_type": "Conv", "local_sqnr_db": 30.1}],
              "samples": 32}
     steps = next_steps(_recipe(exclude={"names": ["/fc/Gemm"], "op_types": []}), {**FAILED, "sensitivity": table})
     line = next(s for s in steps if "quant.exclude.names" in s)

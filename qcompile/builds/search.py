@@ -67,7 +67,7 @@ class SearchResult:
         """The report's ``search`` section."""
         return {"strategy": self.strategy, "passed": self.passed, "chosen": self.chosen,
                 "trials": [asdict(t) for t in self.trials],
-                "ranking": [{k: r.get(k) for k in ("name", "nodes", "op_type", "activation_sqnr_db")}
+                "ranking": [{k: r.get(k) for k in ("name", "nodes", "op_type", "local_sqnr_db", "cumulative_sqnr_db")}
                             for r in self.ranking]}
 
 

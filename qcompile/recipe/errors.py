@@ -45,6 +45,17 @@ def _section_fields(loc: tuple[Any, ...], data: Any) -> list[str]:
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
+def _kind_of_section(loc: tuple[Any, ...], data: Any) -> str | None:
+    """``quant.kind=dynamic`` for a key of a kind section (a key one kind has and another lacks reads clearly)."""
+    cur, path = data, []
+    for item in loc[:-1]:
+        if isinstance(cur, dict) and item in cur:
+            cur = cur[item]
+            path.append(str(item))
+    kind = cur.get("kind") if isinstance(cur, dict) else None
+    return f"{'.'.join(path)}.kind={kind}" if isinstance(kind, str) and path else None
+
+
 def pick_member(annotation: Any, value: Any) -> Any:
     """The model class inside ``annotation`` (unwrapping Annotated, Optional and kind-discriminated unions)."""
     args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) else []
@@ -81,7 +92,8 @@ def _describe(err: dict[str, Any], data: Any) -> str:
         fields = _section_fields(tuple(err["loc"]), data)
         close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        return f"unknown key; {hint}this section takes: {', '.join(fields)}" if fields else "unknown key"
+        who = _kind_of_section(tuple(err["loc"]), data) or "this section"
+        return f"unknown key; {hint}{who} takes: {', '.join(fields)}" if fields else "unknown key"
     if typ == "missing":
         return "required but missing"
     if typ in ("path_not_file", "path_not_exists"):

@@ -124,7 +124,7 @@ def _worst_nodes(report: dict[str, Any], excluded: list[str]) -> list[dict[str, 
 
 def _sensitivity_text(node: dict[str, Any]) -> str:
     facts = [str(node["op_type"])] if node.get("op_type") else []
-    sqnr = node.get("activation_sqnr_db")
+    sqnr = node.get("local_sqnr_db")
     if isinstance(sqnr, (int, float)) and not isinstance(sqnr, bool):
         facts.append(f"SQNR {sqnr:.1f} dB")
     return f" ({', '.join(facts)})" if facts else ""

@@ -23,15 +23,17 @@ def markdown(report: dict[str, Any]) -> list[str]:
     if table:
         rows = table["nodes"]
         lines += ["", "## Sensitivity", "",
-                  f"Worst {min(SHOWN, len(rows))} of {len(rows)} quantized outputs, by the SQNR of each output in the "
-                  f"INT8 model against FP32 on {table['samples']} calibration samples (dB, lower is worse). Keep a "
+                  f"Worst {min(SHOWN, len(rows))} of {len(rows)} groups of quantized nodes, ranked by {table['rank']} "
+                  f"SQNR on {table['samples']} calibration samples (dB, lower is worse). Local: the noise the "
+                  "group's own quantized tensors add; cumulative: its output in the INT8 model against FP32. Keep a "
                   "row in float with `quant.exclude.names=[...]` (its nodes), or let `quant.fallback.enabled=true` "
-                  "search.", "", "| # | nodes (as in model.fp32.onnx) | op | activation SQNR dB | weight SQNR dB |",
-                  "|---:|---|---|---:|---:|"]
+                  "search.", "", "| # | nodes (as in model.fp32.onnx) | op | local dB | cumulative dB | weights dB |",
+                  "|---:|---|---|---:|---:|---:|"]
         for i, r in enumerate(rows[:SHOWN], 1):
-            weight = "" if r.get("weight_sqnr_db") is None else f"{r['weight_sqnr_db']:.1f}"
+            db = {k: "" if r.get(k) is None else f"{r[k]:.1f}"
+                  for k in ("local_sqnr_db", "cumulative_sqnr_db", "weight_sqnr_db")}
             lines.append(f"| {i} | {', '.join(f'`{n}`' for n in r['nodes'])} | {r['op_type']} | "
-                         f"{r['activation_sqnr_db']:.1f} | {weight} |")
+                         f"{db['local_sqnr_db']} | {db['cumulative_sqnr_db']} | {db['weight_sqnr_db']} |")
     found = report.get("search")
     if found:
         trials = found["trials"]

@@ -1,5 +1,5 @@
-"""Which quantized nodes cost the most: every node's output compared between the INT8 and FP32 models on
-calibration samples (ORT's ``qdq_loss_debug``), ranked worst first, under the FP32 model's node names."""
+"""Which quantized nodes cost the most: every quantized tensor compared between the INT8 and FP32 models on
+calibration samples (ORT's ``qdq_loss_debug``), grouped by the FP32 nodes a user can keep in float, worst first."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from .base import Step, StepContext, register
 from .quiet import quiet
 
 BATCH = 8  # samples per run of the augmented models: every tensor of the model comes out of each run
+# Ops that only move or pick values: their output keeps their input's scale, so keeping one in float recovers nothing.
+MOVES_DATA = {"MaxPool", "GlobalMaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat",
+              "Split", "Slice", "Gather", "Resize", "Pad", "Identity", "DepthToSpace", "SpaceToDepth", "Expand", "Tile"}
 
 
 @register
 class OrtSensitivityStep(Step):
-    """Per FP32 node: the SQNR of its output in the INT8 model against the FP32 model's (dB, lower is worse: the
-    error that reached this point of the network) and of its weights; the worst first."""
+    """One row per group of FP32 nodes whose output ORT quantizes (a Conv with the Relu fused into it): the SQNR of
+    the noise its own quantized tensors add (local), of its output against FP32 (cumulative) and of its weights."""
 
     kind = "sensitivity.ort_qdq"
     Params = Sensitivity
@@ -46,31 +49,35 @@ class OrtSensitivityStep(Step):
                 acts[which] = dbg.collect_activations(str(augmented), ctx.track(feeds, len(feeds), which))
                 augmented.unlink()
             matched = dbg.create_activation_matching(acts["quantized"], acts["float"])
-            act_err = dbg.compute_activation_error(matched)
-            weight_err = dbg.compute_weight_error(
-                dbg.create_weight_matching(str(ctx.inputs["float"]), str(ctx.inputs["quantized"])))
-        rows = _by_fp32_node(float_model, names, act_err, weight_err)
-        table = {"method": "activation SQNR of each node's output, INT8 model vs FP32 (ORT qdq_loss_debug "
-                           "xmodel_err), lower is worse", "samples": n, "nodes": rows}
+        quantized = onnx.load(str(ctx.inputs["quantized"]))
+        rows = _rows(float_model, names, matched, _weight_sqnr(float_model, quantized), p.rank)
+        table = {"rank": p.rank, "samples": n, "nodes": rows,
+                 "method": "SQNR in dB (lower is worse) on calibration samples: local = each quantized tensor of "
+                           "the row before vs after its quantize/dequantize pair (its graph inputs included); "
+                           "cumulative = the row's output in the INT8 model vs FP32 (ORT qdq_loss_debug)"}
         ctx.out("sensitivity").write_text(json.dumps(table, indent=1))
         worst = rows[0] if rows else None
         return {"samples": n, "nodes": len(rows),
-                "worst": {k: worst[k] for k in ("name", "op_type", "activation_sqnr_db")} if worst else None}
+                "worst": {k: worst[k] for k in ("name", "op_type", "local_sqnr_db")} if worst else None}
 
 
 def _dims(value_info) -> list[Any]:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim]
 
 
-# Ops that only move or pick values: their output keeps their input's scale, so keeping one in float recovers nothing.
-MOVES_DATA = {"MaxPool", "GlobalMaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat",
-              "Split", "Slice", "Gather", "Resize", "Pad", "Identity", "DepthToSpace", "SpaceToDepth", "Expand", "Tile"}
+def sqnr(reference, noisy) -> float:
+    """Signal-to-quantization-noise ratio in dB of ``noisy`` against ``reference`` (lists of arrays)."""
+    import numpy as np
+
+    a = np.concatenate([np.ravel(x) for x in reference]).astype(np.float64)
+    b = np.concatenate([np.ravel(x) for x in noisy]).astype(np.float64)
+    eps = np.finfo(np.float32).eps
+    return float(20 * math.log10(max(np.linalg.norm(a), eps) / max(np.linalg.norm(a - b), eps)))
 
 
-def _by_fp32_node(float_model, names: dict[str, Any], act_err: dict[str, dict[str, float]],
-                  weight_err: dict[str, float]) -> list[dict[str, Any]]:
-    """One row per quantized output: the FP32 nodes that made it (a Conv with the Relu ORT fused into its output),
-    their worst activation and weight SQNR; worst first. Rows of ops that only move data are left out."""
+def _rows(float_model, names: dict[str, Any], matched: dict[str, dict[str, Any]], weights: dict[str, float],
+          rank: str) -> list[dict[str, Any]]:
+    """Rows of FP32 nodes with their SQNRs, worst first by ``rank``; rows of ops that only move data left out."""
     owner = {name: o["owner"] for name, o in names["optimized"].items()}
     op_type = {n["name"]: n["op_type"] for n in names["nodes"]}
     nodes = {n.name: n for n in float_model.graph.node}
@@ -80,42 +87,98 @@ def _by_fp32_node(float_model, names: dict[str, Any], act_err: dict[str, dict[st
         for t in n.input:
             used_by.setdefault(t, []).append(n.name)
     rows: dict[str, dict[str, Any]] = {}
-    for tensor, err in act_err.items():
+    member_of: dict[str, dict[str, Any]] = {}
+    for tensor, m in matched.items():
         made = made_by.get(tensor)
-        if owner.get(made or "") is None or "xmodel_err" not in err:
-            continue  # a graph input, or a tensor no FP32 node made
-        chain = _fused_chain(made, nodes, made_by, used_by, act_err)
-        members = list(dict.fromkeys(owner[m] for m in chain if owner.get(m)))
-        if all(op_type.get(m) in MOVES_DATA for m in members):
+        if made is None or owner.get(made) is None or not m.get("float"):
             continue
-        key = members[0]
-        row = rows.setdefault(key, {"name": key, "nodes": members, "op_type": "+".join(op_type.get(m, "?")
-                                                                                     for m in members),
-                                    "activation_sqnr_db": math.inf, "weight_sqnr_db": None, "tensor": tensor})
-        if err["xmodel_err"] < row["activation_sqnr_db"]:
-            row["activation_sqnr_db"], row["tensor"] = err["xmodel_err"], tensor
-    member_of = {m: row for row in rows.values() for m in row["nodes"]}
-    for weight, sqnr in weight_err.items():
+        chain = _fused_chain(made, nodes, made_by, used_by, matched)
+        members = list(dict.fromkeys(owner[c] for c in chain if owner.get(c)))
+        if all(op_type.get(c) in MOVES_DATA for c in members):
+            continue
+        row = rows.setdefault(members[0], {"name": members[0], "nodes": members,
+                                           "op_type": "+".join(op_type.get(c, "?") for c in members),
+                                           "local_sqnr_db": math.inf, "cumulative_sqnr_db": math.inf,
+                                           "weight_sqnr_db": None, "tensor": tensor})
+        pre = _as_applied(m["pre_qdq"], nodes[chain[-1]], float_model)
+        row["local_sqnr_db"] = min(row["local_sqnr_db"], sqnr(pre, m["post_qdq"]))
+        row["cumulative_sqnr_db"] = min(row["cumulative_sqnr_db"], sqnr(m["float"], m["post_qdq"]))
+        for c in chain:
+            member_of[c] = row
+    graph_inputs = {i.name for i in float_model.graph.input}
+    for tensor in graph_inputs & set(matched):
+        # A quantized model input is the first node's loss: keeping that node in float keeps the input float.
+        for consumer in used_by.get(tensor, []):
+            if consumer in member_of:
+                row = member_of[consumer]
+                row["local_sqnr_db"] = min(row["local_sqnr_db"], sqnr(matched[tensor]["pre_qdq"],
+                                                                      matched[tensor]["post_qdq"]))
+    for weight, value in weights.items():
         for node in used_by.get(weight, []):
-            row = member_of.get(owner.get(node, ""))
-            if row is not None and (row["weight_sqnr_db"] is None or sqnr < row["weight_sqnr_db"]):
-                row["weight_sqnr_db"] = sqnr
-    out = sorted(rows.values(), key=lambda r: (r["activation_sqnr_db"], r["name"]))
+            row = member_of.get(node)
+            if row is not None and (row["weight_sqnr_db"] is None or value < row["weight_sqnr_db"]):
+                row["weight_sqnr_db"] = value
+    key = "local_sqnr_db" if rank == "local" else "cumulative_sqnr_db"
+    out = sorted(rows.values(), key=lambda r: (r[key], r["name"]))
     for r in out:
-        r["activation_sqnr_db"] = round(r["activation_sqnr_db"], 3)
-        r["weight_sqnr_db"] = None if r["weight_sqnr_db"] is None else round(r["weight_sqnr_db"], 3)
+        for k in ("local_sqnr_db", "cumulative_sqnr_db", "weight_sqnr_db"):
+            r[k] = None if r[k] is None else round(r[k], 3)
     return out
 
 
-def _fused_chain(made: str, nodes, made_by, used_by, act_err) -> list[str]:
+def _fused_chain(made: str, nodes, made_by, used_by, matched) -> list[str]:
     """``made`` and the producers above it whose outputs were not quantized on their own (ORT quantizes a Conv's
     output after the Relu it fuses): keeping that output in float means keeping all of them in float."""
     chain = [made]
     node = nodes[made]
     while node.input:
         up = made_by.get(node.input[0])
-        if up is None or node.input[0] in act_err or used_by.get(node.input[0]) != [node.name]:
+        if up is None or node.input[0] in matched or used_by.get(node.input[0]) != [node.name]:
             break
         chain.insert(0, up)
         node = nodes[up]
     return chain
+
+
+def _as_applied(pre: list[Any], last, model) -> list[Any]:
+    """The tensor before quantization as the FP32 model computes it: where ORT fused a Relu or Clip into the
+    quantization of a Conv's output, the raw Conv output is what reaches the quantizer, and its negative values are
+    clipped by design, not lost to rounding."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    if last.op_type == "Relu":
+        return [np.maximum(x, 0) for x in pre]
+    if last.op_type == "Clip":
+        consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        lo = consts.get(last.input[1]) if len(last.input) > 1 else None
+        hi = consts.get(last.input[2]) if len(last.input) > 2 else None
+        return [np.clip(x, None if lo is None else float(lo), None if hi is None else float(hi)) for x in pre]
+    return pre
+
+
+def _weight_sqnr(float_model, quantized) -> dict[str, float]:
+    """SQNR of each quantized weight against its FP32 values, dequantized along its own axis (per channel)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    floats = {i.name: numpy_helper.to_array(i) for i in float_model.graph.initializer}
+    consts = {i.name: i for i in quantized.graph.initializer}
+    out: dict[str, float] = {}
+    for node in quantized.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in consts:
+            continue
+        q = numpy_helper.to_array(consts[node.input[0]]).astype(np.float64)
+        scale = numpy_helper.to_array(consts[node.input[1]]).astype(np.float64)
+        zero = numpy_helper.to_array(consts[node.input[2]]).astype(np.float64) if len(node.input) > 2 else 0.0
+        source = next((n for n in (node.input[0].removesuffix("_quantized"),) if n in floats), None)
+        if source is None or floats[source].shape != q.shape or q.ndim < 2:
+            continue  # a bias, or a tensor quantized under another name
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * q.ndim
+        if np.ndim(scale) == 1 and q.ndim > 1:
+            shape[axis] = -1
+            scale, zero = np.reshape(scale, shape), np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
+        deq = (q - zero) * scale
+        out[source] = sqnr([floats[source]], [deq])
+    return out

@@ -41,6 +41,10 @@ class Sensitivity(Section):
 
     enabled: bool = Field(False, description="add the sensitivity table to the report (always on with fallback)")
     samples: PositiveInt = Field(32, description="calibration samples the FP32 and INT8 activations are compared on")
+    rank: Literal["local", "cumulative"] = Field(
+        "local", description="local: the noise each node's own quantized inputs and output add (SQNR before vs "
+                             "after their quantize/dequantize pair); cumulative: how far its output drifted from "
+                             "FP32 (which grows with depth, so later nodes rank worse)")
 
 
 class Fallback(Section):
