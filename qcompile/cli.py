@@ -41,13 +41,36 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for col in ("step", "kind", "inputs", "key", "status"):
         table.add_column(col)
     colors = {"cached": "blue", "will run": "yellow", "pending": "dim"}
-    for o in peek(plan, Cache()):
+    cache = Cache()
+    outcomes = peek(plan, cache)
+    for o in outcomes:
         node = plan.node(o.name)
         inputs = ", ".join(f"{slot}←{r.node}.{r.output}" for slot, r in node.inputs.items()) or "-"
         key = o.key[:12] if o.key else "(after inputs)"
         table.add_row(o.name, o.kind, inputs, key, f"[{colors[o.status]}]{o.status}[/]")
     Console().print(table)
+    if getattr(args, "nodes", False):
+        _print_nodes(outcomes, cache)
     return 0
+
+
+def _print_nodes(outcomes, cache) -> None:
+    """The FP32 model's nodes as quant.exclude names them, and what ORT's pre-processing made of each."""
+    import json
+
+    from rich.table import Table
+
+    names = next((o.outputs.get("names") for o in outcomes if o.status == "cached" and "names" in o.outputs), None)
+    if names is None:
+        err.print("qcompile: the node names are known once the model is exported: run `qcompile build` once (or "
+                  "open artifacts/model.fp32.onnx in netron)")
+        return
+    table = Table(title="nodes of model.fp32.onnx (quant.exclude.names / op_types)", title_justify="left")
+    for col in ("name", "op type", "in the optimized model"):
+        table.add_column(col)
+    for n in json.loads(cache.blobs.path(names).read_text())["nodes"]:
+        table.add_row(n["name"], n["op_type"], ", ".join(n["optimized"]) or "-")
+    Console().print(table)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -185,7 +208,10 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
     sub.add_parser("build", help="build a recipe (--config-dir, --config-name, key=value, -m; see build --help)",
                    add_help=False)
-    _recipe_args(sub.add_parser("plan", help="show the step graph, keys and cache status without running"))
+    plan_p = sub.add_parser("plan", help="show the step graph, keys and cache status without running")
+    plan_p.add_argument("--nodes", action="store_true", help="also list the nodes of model.fp32.onnx by the names "
+                        "quant.exclude takes (known once the model was exported, or read from an ONNX file)")
+    _recipe_args(plan_p)
     s = sub.add_parser("schema", help="write the recipe JSON Schema")
     s.add_argument("--out", default="schemas/recipe.schema.json")
     s.add_argument("--check", action="store_true", help="exit 1 when the file is stale")

@@ -186,6 +186,8 @@ def test_exclude_by_a_name_read_from_model_fp32_onnx(tmp_path, cache_dir, recipe
     assert plain.returncode == 0, plain.stderr[-3000:]
     names = {n.name: n.op_type for n in onnx.load(str(tmp_path / "p" / "artifacts" / "model.fp32.onnx")).graph.node}
     assert "" not in names and len(names) == 9
+    listed = run_cli("plan", "--nodes", *recipe, cache=cache_dir, cwd=tmp_path)
+    assert listed.returncode == 0 and all(name in listed.stdout for name in names), "plan --nodes shows the same"
     conv = next(n for n, op in names.items() if op == "Conv")
     overrides = (f"quant.exclude.names=[{conv}]", "quant.exclude.names=[Conv_*]", "quant.exclude.op_types=[Gemm]")
     for i, override in enumerate(overrides):
