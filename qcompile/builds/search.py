@@ -102,7 +102,7 @@ class Ledger:
 def search(recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger) -> SearchResult:
     """Run the fallback search of ``recipe`` (``quant.fallback``) and return the recipe to build."""
     fb = recipe.quant.fallback
-    runner = _TrialRunner(recipe, cache, reporter, ledger)
+    runner = TrialRunner(recipe, cache, reporter, ledger)
     first = runner.run([])
     if first.passed:
         return SearchResult(recipe, runner.trials, 0, True, strategy=fb.strategy)
@@ -139,32 +139,34 @@ def search(recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger) -> 
                 else:
                     lo = mid
     if passing is not None:
-        return SearchResult(runner.recipe_for(passing.rows), runner.trials, passing.index, True, ranking,
+        return SearchResult(runner.recipe_with(passing.float_nodes), runner.trials, passing.index, True, ranking,
                             fb.strategy)
     best = max(runner.trials, key=lambda t: (t.value if t.value is not None else -1e9, -t.rows))
-    return SearchResult(runner.recipe_for(best.rows), runner.trials, best.index, False, ranking, fb.strategy)
+    return SearchResult(runner.recipe_with(best.float_nodes), runner.trials, best.index, False, ranking, fb.strategy)
 
 
-class _TrialRunner:
-    """Compiles, executes and judges trials; keeps the sensitivity ranking from the first one."""
+class TrialRunner:
+    """Compiles, executes and judges trials; keeps the sensitivity ranking from the first one.
 
-    def __init__(self, recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger):
+    ``run(rows)`` judges the recipe with those sensitivity rows in float (benchmarks/recovery.py also drives it with
+    rows of its own, to compare rankings)."""
+
+    def __init__(self, recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger | None = None):
         self.recipe, self.cache, self.reporter, self.ledger = recipe, cache, reporter, ledger
         self.trials: list[Trial] = []
         self.ranking: list[dict[str, Any]] = []
 
-    def recipe_for(self, rows: int) -> Recipe:
-        """The recipe with the ``rows`` worst rows of the ranking kept in float."""
-        if rows == 0:
+    def recipe_with(self, names: list[str]) -> Recipe:
+        """The recipe with the FP32 nodes ``names`` kept in float too."""
+        if not names:
             return self.recipe
-        names = [n for r in self.ranking[:rows] for n in r["nodes"]]
         quant = self.recipe.quant
         return self.recipe.model_copy(update={"quant": quant.model_copy(update={"exclude": quant.exclude.plus(names)})})
 
     def run(self, rows: list[dict[str, Any]]) -> Trial:
         """Build the trial with ``rows`` in float up to its comparison, judge it and write it to the ledger."""
         t0 = time.perf_counter()
-        recipe = self.recipe_for(len(rows))
+        recipe = self.recipe_with([n for r in rows for n in r["nodes"]])
         plan = compile_plan(recipe)
         variant = next(v for name, v in plan.variants.items() if name != REFERENCE)
         compare = variant["nodes"]["compare"]
@@ -183,7 +185,8 @@ class _TrialRunner:
                       status="ran" if any(o.status == "ran" for o in outcomes.values()) else "cached",
                       seconds=round(time.perf_counter() - t0, 3))
         self.trials.append(trial)
-        self.ledger.append(trial)
+        if self.ledger is not None:
+            self.ledger.append(trial)
         if not self.reporter.quiet:
             verdict = "[green]passes[/]" if trial.passed else "[red]fails[/]"
             shown = "—" if value is None else f"{value:.4f}"
