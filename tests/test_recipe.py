@@ -64,7 +64,7 @@ def test_user_config_dir(tmp_path):
 
 @pytest.mark.parametrize("overrides, key, fragment", [
     (["+model.foo=1"], "model.foo", "unknown key"),
-    (["+model.trian.epochs=3"], "model.trian", "did you mean 'train'? this section takes: kind, input_shape"),
+    (["+model.trian.epochs=3"], "model.trian", "did you mean 'train'? model.kind=mnist_cnn takes: kind, input_shape"),
     (["quant.calibration.samples=abc"], "quant.calibration.samples", "integer"),
     (["quant.calibration.batch_size=0"], "quant.calibration.batch_size", "greater than 0"),
     (["quant.calibration.samples=4500"], "quant.calibration.samples", "4000"),
