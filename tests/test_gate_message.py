@@ -105,10 +105,10 @@ def test_static_percentile_clipping_suggests_what_applies(everything_offered):
     assert overrides[0] == "quant.calibration.percentile=99.99", "the likeliest cause comes first"
     assert "percentile 90 clips" in steps[0]
     for o in ("quant.calibration.method=minmax", "quant.calibration.method=entropy", "quant.per_channel=true",
-              "quant.calibration.samples=256", "quant.fallback.enabled=true", "quant.kind=qat"):
+              "quant.calibration.samples=256", "quant.fallback.enabled=true", "quant=qat"):
         assert o in overrides, (o, steps)
     assert "quant.calibration.method=percentile" not in overrides, "the method in use"
-    assert "quant.kind=static" not in overrides and len(overrides) == len(set(overrides))
+    assert "quant=int8_static" not in overrides and len(overrides) == len(set(overrides))
     assert all(" — " in s for s in steps), "each says why"
 
 
@@ -128,9 +128,9 @@ def test_qat_needs_a_torch_model_and_a_training_split(everything_offered):
 
     for model, data in (("onnx", "mnist"), ("mnist_cnn", "npz"), ("torchvision", "synthetic")):
         recipe = {**_recipe(), "model": {"kind": model}, "data": {"kind": data}}
-        assert "quant.kind=qat" not in _overrides(next_steps(recipe, FAILED)), (model, data)
+        assert "quant=qat" not in _overrides(next_steps(recipe, FAILED)), (model, data)
     recipe = {**_recipe(), "model": {"kind": "torchvision"}, "data": {"kind": "digits"}}
-    assert "quant.kind=qat" in _overrides(next_steps(recipe, FAILED))
+    assert "quant=qat" in _overrides(next_steps(recipe, FAILED))
 
 
 def test_sensitivity_table_names_the_worst_nodes():
@@ -170,7 +170,7 @@ def test_dynamic_suggests_static_and_per_channel(everything_offered):
     recipe["quant"] = {"kind": "dynamic", "per_channel": False, "exclude": {"names": [], "op_types": []},
                        "op_types": ["MatMul", "Gemm"]}
     overrides = _overrides(next_steps(recipe, FAILED))
-    assert {"quant.kind=static", "quant.per_channel=true"} <= set(overrides)
+    assert {"quant=int8_static", "quant.per_channel=true"} <= set(overrides)
     assert not any(o.startswith("quant.calibration.") for o in overrides), "dynamic calibrates nothing"
 
 
@@ -186,10 +186,11 @@ def test_only_what_this_schema_accepts_is_suggested():
     recipe = load_recipe("demo", base)
     overrides = _overrides(next_steps(recipe.model_dump(mode="json"), FAILED))
     quant = kinds("quant")
-    assert ("quant.kind=qat" in overrides) == ("qat" in quant)
+    assert ("quant=qat" in overrides) == ("qat" in quant)
     assert ("quant.fallback.enabled=true" in overrides) == ("fallback" in quant["static"].model_fields)
     for o in overrides:
-        load_recipe("demo", [*base, o])  # raises BadInput if the override does not apply
+        # A group choice (quant=qat) replaces the quant section, and with it the base's quant.* overrides.
+        load_recipe("demo", [o] if o.startswith("quant=") else [*base, o])  # BadInput if it does not apply
 
 
 def test_torch_and_training_kinds_match_the_kind_modules():

@@ -78,7 +78,7 @@ def _suggestions(recipe: dict[str, Any], report: dict[str, Any]) -> list[Suggest
         out.append((("quant.per_channel=true",), "one weight scale per output channel, so channels with small "
                     "weights keep their precision (depthwise convolutions need it most)"))
     if kind == "dynamic" and _offered("static"):
-        out.append((("quant.kind=static",), "activation ranges calibrated ahead of time on samples, instead of "
+        out.append((("quant=int8_static",), "activation ranges calibrated ahead of time on samples, instead of "
                     "measured on each batch at run time"))
     if cal:
         for other in ("minmax", "entropy", "percentile"):
@@ -94,7 +94,7 @@ def _suggestions(recipe: dict[str, Any], report: dict[str, Any]) -> list[Suggest
                         f"{n} calibration samples may miss the range activations take on other inputs"))
     if (kind != "qat" and _offered("qat") and (recipe.get("model") or {}).get("kind") in TORCH_MODELS
             and (recipe.get("data") or {}).get("kind") in TRAIN_DATA):
-        out.append((("quant.kind=qat",), "quantization-aware training: fine-tunes the model with int8 simulated on "
+        out.append((("quant=qat",), "quantization-aware training: fine-tunes the model with int8 simulated on "
                     "the data's training split (a slower build)"))
     return out
 
