@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .arch import Arch, EfficientNetLiteArch, FactoryArch, MnistCnnArch, TorchvisionArch
+from .arch import Arch, DigitsMobileArch, EfficientNetLiteArch, FactoryArch, MnistCnnArch, TorchvisionArch
 
 __all__ = ["Arch", "build", "load_module", "save_module"]
 
@@ -23,6 +23,10 @@ def build(arch: Arch):
             from .mnist_cnn import MnistCnn
 
             return MnistCnn()
+        case DigitsMobileArch():
+            from .digits_mobile import DigitsMobile
+
+            return DigitsMobile()
         case TorchvisionArch(name=name, num_classes=num_classes):
             import torchvision
 

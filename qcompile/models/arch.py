@@ -22,6 +22,12 @@ class MnistCnnArch(_Arch):
     family: Literal["mnist_cnn"] = "mnist_cnn"
 
 
+class DigitsMobileArch(_Arch):
+    """The demo's MobileNetV3-style net (``qcompile.models.digits_mobile``): one 28x28 grey input, ten classes."""
+
+    family: Literal["digits_mobile"] = "digits_mobile"
+
+
 class TorchvisionArch(_Arch):
     """A torchvision classifier by its name, with ``num_classes`` outputs."""
 
@@ -51,4 +57,5 @@ class FactoryArch(_Arch):
     source_sha256: str
 
 
-Arch = Annotated[Union[MnistCnnArch, TorchvisionArch, EfficientNetLiteArch, FactoryArch], Field(discriminator="family")]
+Arch = Annotated[Union[MnistCnnArch, DigitsMobileArch, TorchvisionArch, EfficientNetLiteArch, FactoryArch],
+                 Field(discriminator="family")]

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import BadInput
 from ..kinds.model._onnx_signature import name_unnamed
 from ..kinds.model.efficientnet_lite import EfficientNetLiteParams
-from ..kinds.model.mnist_cnn import TrainSpec
+from ..kinds.model.mnist_cnn import NETS, TrainSpec
 from ..kinds.model.onnx import OnnxFileParams
 from ..kinds.model.torchvision import TorchvisionParams
 from ..models import build, save_module
-from ..models.arch import MnistCnnArch
+from ..models.arch import Arch
 from .arrays import batches, load_samples
 from .base import Step, StepContext, register
 
@@ -129,6 +129,7 @@ class TrainMnistCnnStep(Step):
 
     kind = "model.mnist_cnn"
     version = 2  # 2: the whole module stored too (the export step loads it)
+    arch: ClassVar[Arch] = NETS["cnn"][0]
     Params = TrainSpec
     inputs = ("train",)
     outputs = {"weights": "weights.pt", "module": "model.pt"}  # weights: a state_dict, safe to load anywhere
@@ -144,9 +145,9 @@ class TrainMnistCnnStep(Step):
         try:
             torch.manual_seed(p.seed)
             inputs, y = load_samples(ctx.inputs["train"])
-            (x,) = inputs.values()  # the demo CNN has one image input
+            (x,) = inputs.values()  # the demo nets have one image input
             xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-            model = build(MnistCnnArch())
+            model = build(self.arch)
             opt = torch.optim.Adam(model.parameters(), lr=p.lr)
             loss_fn = nn.CrossEntropyLoss()
             rng = np.random.default_rng(p.seed)
@@ -167,6 +168,15 @@ class TrainMnistCnnStep(Step):
         finally:
             torch.set_num_threads(threads)
         return {"final_loss": round(loss.item(), 5), "train_samples": len(x)}
+
+
+@register
+class TrainDigitsMobileStep(TrainMnistCnnStep):
+    """Trains the demo's MobileNetV3-style net (``model.net=mobile``) the same way."""
+
+    kind = "model.digits_mobile"
+    version = 1
+    arch = NETS["mobile"][0]
 
 
 @register
