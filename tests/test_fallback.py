@@ -133,10 +133,25 @@ def test_greedy_adds_one_row_a_trial_and_bisect_agrees(recipe, cache_dir, tmp_pa
     bisect = run_cli("build", *recipe, "hydra.run.dir=b", cache=cache_dir, cwd=tmp_path)
     assert bisect.returncode == 0
     chosen = _report(tmp_path / "b")["search"]
-    assert chosen["trials"][chosen["chosen"]]["float_nodes"] == ledger[-1]["float_nodes"], \
-        "both find the same fewest rows when more rows in float never hurt"
-    # Trials bisect shares with greedy are cache hits.
-    assert any(t["status"] == "cached" for t in chosen["trials"])
+    # Greedy tries every count in order, so it finds the fewest; bisection, fewer trials, never fewer nodes.
+    assert len(chosen["trials"][chosen["chosen"]]["float_nodes"]) >= len(ledger[-1]["float_nodes"])
+    assert chosen["trials"][0]["status"] == "cached", "trials bisection shares with greedy are cache hits"
+
+
+def test_measured_rank_tries_each_row_alone_first(recipe, cache_dir, tmp_path):
+    proc = run_cli("build", *recipe, "quant.fallback.rank=measured", "hydra.run.dir=m", cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    search = _report(tmp_path / "m")["search"]
+    phases = [t["phase"] for t in search["trials"]]
+    rows = search["ranking"]
+    assert search["rank"] == "measured" and phases[0] == "cumulative" and phases[1] == "alone"
+    alone = [t for t in search["trials"] if t["phase"] == "alone"]
+    assert [t["float_nodes"] for t in alone] == [r["nodes"] for r in rows[:len(alone)]], "in the table's order"
+    assert phases[1:] == sorted(phases[1:], key=["alone", "cumulative"].index), "rows alone, then the search"
+    if any(t["passed"] for t in alone):
+        assert alone[-1]["passed"] and search["trials"][search["chosen"]] == alone[-1], "stops at the first pass"
+    else:
+        assert len(alone) == len(rows) and search["trials"][search["chosen"]]["passed"]
 
 
 def test_no_trial_passes_exit_3_naming_the_best(recipe, cache_dir, tmp_path):

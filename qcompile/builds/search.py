@@ -42,6 +42,7 @@ class Trial:
     size_bytes: int | None
     status: str  # ran: some step ran; cached: every step was a cache hit
     seconds: float
+    phase: str = "cumulative"  # alone: one row alone in float (rank=measured); cumulative: the search proper
 
 
 @dataclass
@@ -55,6 +56,11 @@ class SearchResult:
     ranking: list[dict[str, Any]] = field(default_factory=list)
     strategy: str = ""
 
+    @property
+    def rank(self) -> str:
+        """The order rows went to float (``quant.fallback.rank``)."""
+        return self.recipe.quant.fallback.rank
+
     def failure(self, fallback) -> str:
         """Why the search found nothing, naming the best trial (for the failed gate's message)."""
         best = self.trials[self.chosen]
@@ -65,7 +71,7 @@ class SearchResult:
 
     def summary(self) -> dict[str, Any]:
         """The report's ``search`` section."""
-        return {"strategy": self.strategy, "passed": self.passed, "chosen": self.chosen,
+        return {"strategy": self.strategy, "rank": self.rank, "passed": self.passed, "chosen": self.chosen,
                 "trials": [asdict(t) for t in self.trials],
                 "ranking": [{k: r.get(k) for k in ("name", "nodes", "op_type", "local_sqnr_db", "cumulative_sqnr_db")}
                             for r in self.ranking]}
@@ -107,6 +113,12 @@ def search(recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger) -> 
     if first.passed:
         return SearchResult(recipe, runner.trials, 0, True, strategy=fb.strategy)
     ranking = runner.ranking
+    if fb.rank == "measured":
+        alone = _measure_alone(runner, ranking, fb)
+        if isinstance(alone, Trial):
+            return SearchResult(runner.recipe_with(alone.float_nodes), runner.trials, alone.index, True, ranking,
+                                fb.strategy)
+        ranking = alone or ranking
     # The most rows whose nodes fit quant.fallback.max_float_nodes (a row is a Conv with its fused Relu, or one node).
     limit, nodes = 0, 0
     for row in ranking:
@@ -145,6 +157,23 @@ def search(recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger) -> 
     return SearchResult(runner.recipe_with(best.float_nodes), runner.trials, best.index, False, ranking, fb.strategy)
 
 
+def _measure_alone(runner: TrialRunner, ranking: list[dict[str, Any]], fb) -> Trial | list[dict[str, Any]] | None:
+    """Each row alone in float, in the table's order: the first trial that passes, else the rows reordered by the
+    metric each reached (rows left unmeasured by the trial budget keep their order, after the measured ones)."""
+    measured: list[tuple[float, dict[str, Any]]] = []
+    for row in ranking:
+        if len(runner.trials) >= fb.max_trials or len(row["nodes"]) > fb.max_float_nodes:
+            break
+        t = runner.run([row], phase="alone")
+        if t.passed:
+            return t
+        measured.append((t.value if t.value is not None else float("-inf"), row))
+    if not measured:
+        return None
+    order = [row for _, row in sorted(measured, key=lambda m: -m[0])]
+    return order + [row for row in ranking if row not in order]
+
+
 class TrialRunner:
     """Compiles, executes and judges trials; keeps the sensitivity ranking from the first one.
 
@@ -163,7 +192,7 @@ class TrialRunner:
         quant = self.recipe.quant
         return self.recipe.model_copy(update={"quant": quant.model_copy(update={"exclude": quant.exclude.plus(names)})})
 
-    def run(self, rows: list[dict[str, Any]]) -> Trial:
+    def run(self, rows: list[dict[str, Any]], phase: str = "cumulative") -> Trial:
         """Build the trial with ``rows`` in float up to its comparison, judge it and write it to the ledger."""
         t0 = time.perf_counter()
         recipe = self.recipe_with([n for r in rows for n in r["nodes"]])
@@ -183,14 +212,15 @@ class TrialRunner:
                       metric=f"{metric} ({key})" if key else metric, value=value,
                       passed=judged.gate_error is None, gate_error=judged.gate_error, size_bytes=size,
                       status="ran" if any(o.status == "ran" for o in outcomes.values()) else "cached",
-                      seconds=round(time.perf_counter() - t0, 3))
+                      seconds=round(time.perf_counter() - t0, 3), phase=phase)
         self.trials.append(trial)
         if self.ledger is not None:
             self.ledger.append(trial)
         if not self.reporter.quiet:
             verdict = "[green]passes[/]" if trial.passed else "[red]fails[/]"
             shown = "—" if value is None else f"{value:.4f}"
-            self.reporter.console.print(f"[bold]trial {trial.index}[/]: {len(trial.float_nodes)} node(s) in float "
+            self.reporter.console.print(f"[bold]trial {trial.index}[/]{' (alone)' if phase == 'alone' else ''}: "
+                                        f"{len(trial.float_nodes)} node(s) in float "
                                         f"-> {metric} {shown}, {verdict} ({trial.status})")
         return trial
 

@@ -40,19 +40,20 @@ def markdown(report: dict[str, Any]) -> list[str]:
         chosen = trials[found["chosen"]]
         verdict = "passed" if found["passed"] else "found no passing trial"
         lines += ["", "## Fallback search", "",
-                  f"Strategy {found['strategy']}: {len(trials)} trials, {verdict}; built trial {chosen['index']} with "
+                  f"Strategy {found['strategy']}, rows ranked by {found.get('rank', 'sensitivity')}: {len(trials)} "
+                  f"trials, {verdict}; built trial {chosen['index']} with "
                   f"{len(chosen['float_nodes'])} node(s) in float. Ledger: `search.jsonl`."]
         if found.get("plot"):
             lines += ["", f"![metric against nodes in float]({found['plot']})"]
         values = [t["value"] for t in trials if t["value"] is not None]
         lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-        lines += ["", "| trial | nodes in float | metric | value | gate | size | status | seconds | |",
-                  "|---:|---:|---|---:|---|---:|---|---:|---|"]
+        lines += ["", "| trial | phase | nodes in float | metric | value | gate | size | status | seconds | |",
+                  "|---:|---|---:|---|---:|---|---:|---|---:|---|"]
         for t in trials:
             bar = "" if t["value"] is None else "█" * (1 + round(19 * (t["value"] - lo) / ((hi - lo) or 1)))
             size = "" if t["size_bytes"] is None else f"{t['size_bytes'] / 1024:.0f} KiB"
             value = "" if t["value"] is None else f"{t['value']:.4f}"
-            lines.append(f"| {t['index']} | {len(t['float_nodes'])} | {t['metric']} | {value} | "
+            lines.append(f"| {t['index']} | {t.get('phase', '')} | {len(t['float_nodes'])} | {t['metric']} | {value} | "
                          f"{'pass' if t['passed'] else 'fail'} | {size} | {t['status']} | {t['seconds']:.2f} | {bar} |")
         if chosen["float_nodes"]:
             lines += ["", "Kept in float: " + ", ".join(f"`{n}`" for n in chosen["float_nodes"]) + "."]

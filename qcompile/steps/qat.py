@@ -176,7 +176,7 @@ class TorchaoQatStep(Step):
         return {**_count(ctx), "activation_type": activation, "activation_symmetric": activation == "int8",
                 **({"isa": cpu_isa()} if p.activation_type == HOST else {}), "epochs": q.epochs,
                 "train_loss": round(loss, 5), "train_samples": len(labels), "folded_bn": folded,
-                "max_abs_diff": diff}
+                "max_rel_diff": diff}
 
 
 def _fine_tune(ctx: StepContext, model, xs: list, y, q: QatQuant) -> float:
@@ -240,10 +240,12 @@ def _export(ctx: StepContext, converted, sig: Signature, example: tuple, check: 
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = sess.run(None, {spec.name: x.numpy() for spec, x in zip(sig.inputs, check)})[0]
-    diff = float(np.max(np.abs(got - expected)))
+    # Relative to the largest output: one activation rounded to the neighbouring step (torch and ORT order their
+    # float sums differently) moves everything after it by a quantization step, not by float noise.
+    diff = float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
     if not diff <= tolerance:  # also catches NaN
-        raise ExportMismatch(f"the QAT model's ONNX output differs from torch by {diff:.2e} (> quant.tolerance "
-                             f"{tolerance:.0e})")
+        raise ExportMismatch(f"the QAT model's ONNX output differs from torch by {diff:.2e} of its largest output "
+                             f"(> quant.tolerance {tolerance:g})")
     return diff
 
 

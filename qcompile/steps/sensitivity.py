@@ -41,12 +41,20 @@ class OrtSensitivityStep(Step):
         float_model = onnx.load(str(ctx.inputs["float"]), load_external_data=False)
         fixed = fixed_batch(list(_dims(float_model.graph.input[0])))
         feeds = [feed for feed, _ in model_batches(inputs, BATCH, fixed)]
+        import onnxruntime as ort
+
+        # One thread, no graph optimisation (qdq_loss_debug's own default): sums in a fixed order, so a rebuild
+        # writes the same table, byte for byte.
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
         acts = {}
         with quiet("onnxruntime"):
             for which in ("float", "quantized"):
                 augmented = ctx.workdir / f"augmented.{which}.onnx"
                 dbg.modify_model_output_intermediate_tensors(str(ctx.inputs[which]), str(augmented))
-                acts[which] = dbg.collect_activations(str(augmented), ctx.track(feeds, len(feeds), which))
+                acts[which] = dbg.collect_activations(str(augmented), ctx.track(feeds, len(feeds), which), options)
                 augmented.unlink()
             matched = dbg.create_activation_matching(acts["quantized"], acts["float"])
         quantized = onnx.load(str(ctx.inputs["quantized"]))
@@ -71,8 +79,10 @@ def sqnr(reference, noisy) -> float:
 
     a = np.concatenate([np.ravel(x) for x in reference]).astype(np.float64)
     b = np.concatenate([np.ravel(x) for x in noisy]).astype(np.float64)
-    eps = np.finfo(np.float32).eps
-    return float(20 * math.log10(max(np.linalg.norm(a), eps) / max(np.linalg.norm(a - b), eps)))
+    signal, noise = float(np.linalg.norm(a)), float(np.linalg.norm(a - b))
+    if noise == 0.0:
+        return math.inf  # nothing lost (a tensor that is all zeros, as a dead ReLU's, included)
+    return float(20 * math.log10(max(signal, np.finfo(np.float32).tiny) / noise))
 
 
 def _rows(float_model, names: dict[str, Any], matched: dict[str, dict[str, Any]], weights: dict[str, float],
@@ -88,7 +98,8 @@ def _rows(float_model, names: dict[str, Any], matched: dict[str, dict[str, Any]]
             used_by.setdefault(t, []).append(n.name)
     rows: dict[str, dict[str, Any]] = {}
     member_of: dict[str, dict[str, Any]] = {}
-    for tensor, m in matched.items():
+    # qdq_loss_debug picks its tensors as a set: sorted here, so ties resolve the same in every process.
+    for tensor, m in sorted(matched.items()):
         made = made_by.get(tensor)
         if made is None or owner.get(made) is None or not m.get("float"):
             continue
@@ -106,7 +117,7 @@ def _rows(float_model, names: dict[str, Any], matched: dict[str, dict[str, Any]]
         for c in chain:
             member_of[c] = row
     graph_inputs = {i.name for i in float_model.graph.input}
-    for tensor in graph_inputs & set(matched):
+    for tensor in sorted(graph_inputs & set(matched)):
         # A quantized model input is the first node's loss: keeping that node in float keeps the input float.
         for consumer in used_by.get(tensor, []):
             if consumer in member_of:
@@ -122,7 +133,7 @@ def _rows(float_model, names: dict[str, Any], matched: dict[str, dict[str, Any]]
     out = sorted(rows.values(), key=lambda r: (r[key], r["name"]))
     for r in out:
         for k in ("local_sqnr_db", "cumulative_sqnr_db", "weight_sqnr_db"):
-            r[k] = None if r[k] is None else round(r[k], 3)
+            r[k] = None if r[k] is None or math.isinf(r[k]) else round(r[k], 3)  # JSON has no infinity
     return out
 
 

@@ -44,8 +44,10 @@ class QatQuant(Kind):
                           "training; false: torchao's QAT conv-bn, whose statistics keep training, and whose "
                           "convert re-traces its conv-bn patterns (about a minute of CPU)")
     tolerance: float = Field(
-        1e-3, gt=0, description="max abs difference allowed between the converted torch model and its ONNX "
-                                "export, run by ORT without graph optimisations (the same QDQ arithmetic)")
+        0.02, gt=0, description="max difference allowed between the converted torch model's outputs and its ONNX "
+                                "export's (ORT without graph optimisations: the same QDQ arithmetic), relative to "
+                                "the largest output; a value rounded to the next quantization step moves later "
+                                "layers by a step too")
 
     def activation(self, b) -> str:
         """The activation type: the recipe's, or for ``auto`` the target's default (``host``: decided by the

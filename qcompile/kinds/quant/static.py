@@ -58,6 +58,11 @@ class Fallback(Section):
     strategy: Literal["greedy", "bisect"] = Field(
         "bisect", description="greedy: add the next most sensitive node until the gate passes (one trial per node); "
                               "bisect: binary search over how many of the most sensitive nodes stay in float")
+    rank: Literal["sensitivity", "measured"] = Field(
+        "sensitivity", description="the order nodes go to float: the sensitivity table's; or measured: first one "
+                                   "trial per row with that row alone in float (stopping at one that passes), then "
+                                   "rows by the metric they reached; sees what SQNR cannot, such as integer kernels "
+                                   "that saturate, at one trial per row")
 
 
 @register("quant")
