@@ -282,3 +282,13 @@ def test_library_gate_failed_carries_next_steps(failing, tmp_path, monkeypatch):
     assert fixed.report["deployable"] is True and fixed.report["next_steps"] == []
     assert not (tmp_path / "fixed" / "artifacts" / "GATE_FAILED.txt").exists()
     assert "NOT DEPLOYABLE" not in (tmp_path / "fixed" / "report.md").read_text()
+
+
+def test_x86_without_vnni_suggests_seven_bit_weights():
+    from qcompile.report.next_steps import next_steps
+
+    report = {**FAILED, "target": {"kind": "ort_cpu", "isa": "avx2", "activation_type": "uint8"}}
+    assert "quant.reduce_range=true" in _overrides(next_steps(_recipe(reduce_range=False), report))
+    vnni = {**report, "target": {**report["target"], "isa": "avx512_vnni"}}
+    assert "quant.reduce_range=true" not in _overrides(next_steps(_recipe(reduce_range=False), vnni))
+    assert "quant.reduce_range=true" not in _overrides(next_steps(_recipe(reduce_range=True), report))
