@@ -1,7 +1,7 @@
 """Recovering a quantized model that fails its accuracy gate, measured side by side from one run:
 
-1. the fallback search, bisection vs greedy (trials, nodes kept in float, metric, wall time), each on a cache
-   where the plain build already ran (so the trials are the cost);
+1. the fallback search, bisection vs greedy, rows ranked by the sensitivity table or measured alone (trials, nodes
+   kept in float, metric, wall time), each on a copy of the cache the plain build left (so the trials are the cost);
 2. which ranking of the sensitivity table needs fewer nodes in float: local SQNR, cumulative SQNR, or the measured
    metric with each row alone in float (leave-one-out, one extra trial per row, as Intel Neural Compressor's basic
    strategy ranks), each followed greedily;
@@ -58,36 +58,43 @@ def main() -> None:
     from qcompile.recipe.load import load_recipe
     from qcompile.run.progress import Reporter
 
+    import json
+    import shutil
+
     with tempfile.TemporaryDirectory() as d:
         home = Path(d)
         base = ["-cn", a.recipe, *a.overrides]
         fb = [*base, "quant.fallback.enabled=true", f"quant.fallback.max_float_nodes={a.max_float_nodes}",
-              "quant.fallback.max_trials=40"]
+              "quant.fallback.max_trials=60"]
+        plain_s, rc, _ = _cli([*base, f"hydra.run.dir={home}/plain"], home / "cache-warm", home)
+        assert rc in (0, 3), f"the plain build failed ({rc})"
         results = {}
-        for strategy in ("bisect", "greedy"):
-            cache = home / f"cache-{strategy}"
-            plain_s, rc, _ = _cli([*base, f"hydra.run.dir={home}/plain-{strategy}"], cache, home)
-            assert rc in (0, 3), f"the plain build failed ({rc})"
-            seconds, rc, err = _cli([*fb, f"quant.fallback.strategy={strategy}", f"hydra.run.dir={home}/{strategy}"],
-                                    cache, home)
-            import json
-
-            report = json.loads((home / strategy / "report.json").read_text())
-            search = report["search"]
-            chosen = search["trials"][search["chosen"]]
-            results[strategy] = {"rc": rc, "seconds": seconds, "plain": plain_s, "trials": len(search["trials"]),
-                                 "float": len(chosen["float_nodes"]), "value": chosen["value"],
-                                 "metric": chosen["metric"], "passed": search["passed"], "report": report}
+        for rank in ("sensitivity", "measured"):
+            for strategy in ("bisect", "greedy"):
+                label = f"{rank}/{strategy}"
+                cache = home / f"cache-{rank}-{strategy}"
+                shutil.copytree(home / "cache-warm", cache)  # each search starts from the plain build's cache
+                seconds, rc, err = _cli([*fb, f"quant.fallback.strategy={strategy}", f"quant.fallback.rank={rank}",
+                                         f"hydra.run.dir={home}/{rank}-{strategy}"], cache, home)
+                report = json.loads((home / f"{rank}-{strategy}" / "report.json").read_text())
+                search = report["search"]
+                chosen = search["trials"][search["chosen"]]
+                results[label] = {"rc": rc, "seconds": seconds, "trials": len(search["trials"]),
+                                  "float": len(chosen["float_nodes"]), "value": chosen["value"],
+                                  "passed": search["passed"], "nodes": chosen["float_nodes"]}
         print(f"{a.recipe} {' '.join(a.overrides)}; {platform.processor() or platform.machine()}, {os.cpu_count()} "
               f"CPUs, Python {platform.python_version()}")
-        print("\n1. fallback search on a cache holding the plain build (the plain build's own time in parentheses)")
-        print(f"{'strategy':<9} {'trials':>6} {'float nodes':>11} {'metric':>9} {'passed':>6} {'search s':>9}")
+        print(f"\n1. fallback search, each from a copy of the cache the plain build ({plain_s:.1f} s, cold) left: "
+              "the trials are the cost (wall time of the whole build, in a fresh process)")
+        print(f"{'rank/strategy':<22} {'trials':>6} {'float nodes':>11} {'metric':>9} {'passed':>6} {'build s':>8}  "
+              "kept in float")
         for s, r in results.items():
-            print(f"{s:<9} {r['trials']:>6} {r['float']:>11} {r['value']:>9.4f} {str(r['passed']):>6} "
-                  f"{r['seconds']:>9.1f}  (plain build {r['plain']:.1f} s)")
+            value = "-" if r["value"] is None else f"{r['value']:.4f}"
+            print(f"{s:<22} {r['trials']:>6} {r['float']:>11} {value:>9} {str(r['passed']):>6} {r['seconds']:>8.1f}  "
+                  f"{', '.join(r['nodes'][:4])}{' ...' if len(r['nodes']) > 4 else ''}")
 
         # 2. rankings, followed greedily on one cache (trials shared between rankings are cache hits).
-        cache = Cache(home / "cache-bisect")
+        cache = Cache(home / "cache-measured-bisect")
         recipe = load_recipe(a.recipe, [*a.overrides, "quant.sensitivity.enabled=true"])
         rows = {}
         for rank in ("local", "cumulative"):
@@ -113,9 +120,9 @@ def main() -> None:
         # 3. the fallback build again, every trial cached, vs a fully cached plain build (fresh processes).
         again, plain = [], []
         for i in range(a.rounds):
-            again.append(_cli([*fb, "quant.fallback.strategy=bisect", f"hydra.run.dir={home}/again{i}"],
-                              home / "cache-bisect", home)[0])
-            plain.append(_cli([*base, f"hydra.run.dir={home}/plainagain{i}"], home / "cache-bisect", home)[0])
+            again.append(_cli([*fb, "quant.fallback.strategy=bisect", "quant.fallback.rank=measured",
+                               f"hydra.run.dir={home}/again{i}"], home / "cache-measured-bisect", home)[0])
+            plain.append(_cli([*base, f"hydra.run.dir={home}/plainagain{i}"], home / "cache-measured-bisect", home)[0])
         print(f"\n3. cached rerun, best of {a.rounds} (all runs in parentheses)")
         print(f"fallback build, every trial cached: {min(again):.2f} s ({', '.join(f'{x:.2f}' for x in again)})")
         print(f"plain build, fully cached:          {min(plain):.2f} s ({', '.join(f'{x:.2f}' for x in plain)})")
