@@ -15,7 +15,7 @@ from ..plan import compile_plan
 from ..recipe.schema import Recipe
 from ..report.build_report import make_report, write_gate_notice, write_markdown
 from ..report.next_steps import next_steps
-from ..report.search_report import plot_search, read_sensitivity
+from ..report.search_report import read_sensitivity
 from ..run.progress import Reporter
 from ..run.scheduler import execute
 from ..steps.compare import drop_interval_note
@@ -94,6 +94,7 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
             outcomes = execute(plan, cache, reporter, remeasure=remeasure)
             cache.memo.flush()  # only now: a build rejected as bad input leaves no memo entry either
             arts = publish(plan, outcomes, cache, out_dir)
+            plotted = found is not None and found.plot(cache, out_dir / "search.png")
             lock = make_lock(recipe, plan, outcomes)
             _write_json(out_dir / LOCK_NAME, lock)
             cache.register_build(lock["build_id"], out_dir / LOCK_NAME)
@@ -109,7 +110,7 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
         report["search"] = found.summary()
         if not found.passed:
             report["search"]["failure"] = found.failure(recipe.quant.fallback)
-        if plot_search(report, out_dir / "search.png"):
+        if plotted:
             report["search"]["plot"] = "search.png"
     report["next_steps"] = next_steps(lock["recipe"], report)  # empty when every gate passed
     write_markdown(report, out_dir / "report.md")

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import Cache
-from ..graph import StepOutcome
+from ..graph import Node, Plan, StepOutcome
 from ..plan import REFERENCE, compile_plan
 from ..recipe.schema import Recipe
 from ..run.progress import Reporter
 from ..run.scheduler import execute
 from ..steps.compare import GATES
+from ..steps.search_plot import SearchPlotParams
 
 LEDGER = "search.jsonl"
 
@@ -68,6 +69,23 @@ class SearchResult:
                 f"max_float_nodes={fallback.max_float_nodes} ({len(self.trials)} trials, {self.strategy}); the best, "
                 f"trial {best.index} with {len(best.float_nodes)} node(s) in float, reached {best.metric} "
                 f"{best.value if best.value is None else round(best.value, 4)}, and is what was built")
+
+    def plot(self, cache: Cache, out: Path) -> bool:
+        """Write the search's plot to ``out`` through the cached ``plot.search`` step; False without matplotlib
+        (``qcompile[sweep]``), when the tables in report.md stand alone."""
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            return False
+        plan = Plan()
+        trials = self.trials
+        params = SearchPlotParams(points=[(len(t.float_nodes), t.value, t.passed) for t in trials], chosen=self.chosen,
+                                  metric=trials[0].metric, title=f"fallback search ({self.strategy}, rank "
+                                                                 f"{self.rank}); numbers: trial order")
+        plan.add(Node("plot", "plot.search", params))
+        (outcome,) = execute(plan, cache)
+        cache.blobs.copy_out(outcome.outputs["plot"], out)
+        return True
 
     def summary(self) -> dict[str, Any]:
         """The report's ``search`` section."""

@@ -1,5 +1,4 @@
-"""The sensitivity table and the fallback search in report.md, and the search's plot (metric against nodes in
-float). matplotlib is optional (``qcompile[sweep]``): without it the plot is skipped, the tables stay."""
+"""The sensitivity table and the fallback search in report.md (the search's plot is the ``plot.search`` step)."""
 
 from __future__ import annotations
 
@@ -58,36 +57,3 @@ def markdown(report: dict[str, Any]) -> list[str]:
         if chosen["float_nodes"]:
             lines += ["", "Kept in float: " + ", ".join(f"`{n}`" for n in chosen["float_nodes"]) + "."]
     return lines
-
-
-def plot_search(report: dict[str, Any], path: Path) -> bool:
-    """Plot each trial's metric against its nodes in float into ``path`` (PNG); False without matplotlib."""
-    try:
-        import matplotlib
-    except ImportError:
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    found = report["search"]
-    trials = [t for t in found["trials"] if t["value"] is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    for passed, colour, label in ((True, "tab:green", "passes the gate"), (False, "tab:red", "fails the gate")):
-        pts = [t for t in trials if t["passed"] is passed]
-        ax.scatter([len(t["float_nodes"]) for t in pts], [t["value"] for t in pts], c=colour, label=label, zorder=3)
-    for t in trials:
-        ax.annotate(str(t["index"]), (len(t["float_nodes"]), t["value"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8)
-    chosen = found["trials"][found["chosen"]]
-    if chosen["value"] is not None:
-        ax.scatter([len(chosen["float_nodes"])], [chosen["value"]], s=160, facecolors="none", edgecolors="black",
-                   label="built", zorder=4)
-    ax.set_xlabel("nodes kept in float")
-    ax.set_ylabel(trials[0]["metric"] if trials else "metric")
-    ax.set_title(f"fallback search ({found['strategy']}); numbers: trial order")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
