@@ -124,13 +124,14 @@ def test_fallback_finds_float_nodes_that_pass_and_a_rerun_replays_every_trial(re
 
 
 def test_greedy_adds_one_row_a_trial_and_bisect_agrees(recipe, cache_dir, tmp_path):
-    greedy = run_cli("build", *recipe, "quant.fallback.strategy=greedy", "hydra.run.dir=g", cache=cache_dir,
-                     cwd=tmp_path)
+    greedy = run_cli("build", *recipe, "quant.fallback.strategy=greedy", "quant.fallback.rank=sensitivity",
+                     "hydra.run.dir=g", cache=cache_dir, cwd=tmp_path)
     assert greedy.returncode == 0, greedy.stderr[-3000:]
     ledger = _ledger(tmp_path / "g")
     counts = [len(t["float_nodes"]) for t in ledger]
     assert counts == sorted(counts) and [t["passed"] for t in ledger] == [False] * (len(ledger) - 1) + [True]
-    bisect = run_cli("build", *recipe, "hydra.run.dir=b", cache=cache_dir, cwd=tmp_path)
+    bisect = run_cli("build", *recipe, "quant.fallback.rank=sensitivity", "hydra.run.dir=b", cache=cache_dir,
+                     cwd=tmp_path)
     assert bisect.returncode == 0
     chosen = _report(tmp_path / "b")["search"]
     # Greedy tries every count in order, so it finds the fewest; bisection, fewer trials, never fewer nodes.
@@ -139,7 +140,7 @@ def test_greedy_adds_one_row_a_trial_and_bisect_agrees(recipe, cache_dir, tmp_pa
 
 
 def test_measured_rank_tries_each_row_alone_first(recipe, cache_dir, tmp_path):
-    proc = run_cli("build", *recipe, "quant.fallback.rank=measured", "hydra.run.dir=m", cache=cache_dir, cwd=tmp_path)
+    proc = run_cli("build", *recipe, "hydra.run.dir=m", cache=cache_dir, cwd=tmp_path)  # rank=measured: the default
     assert proc.returncode == 0, proc.stderr[-3000:]
     search = _report(tmp_path / "m")["search"]
     phases = [t["phase"] for t in search["trials"]]
@@ -158,7 +159,7 @@ def test_no_trial_passes_exit_3_naming_the_best(recipe, cache_dir, tmp_path):
     proc = run_cli("build", *recipe, "quant.fallback.max_float_nodes=1", "hydra.run.dir=n", cache=cache_dir,
                    cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr[-3000:]
-    assert "no trial passed within quant.fallback.max_trials=12 and max_float_nodes=1" in proc.stderr
+    assert "no trial passed within quant.fallback.max_trials=48 and max_float_nodes=1" in proc.stderr
     assert "Traceback" not in proc.stderr
     search = _report(tmp_path / "n")["search"]
     assert not search["passed"] and f"trial {search['chosen']}" in proc.stderr

@@ -180,8 +180,10 @@ def _measure_alone(runner: TrialRunner, ranking: list[dict[str, Any]], fb) -> Tr
     metric each reached (rows left unmeasured by the trial budget keep their order, after the measured ones)."""
     measured: list[tuple[float, dict[str, Any]]] = []
     for row in ranking:
-        if len(runner.trials) >= fb.max_trials or len(row["nodes"]) > fb.max_float_nodes:
+        if len(runner.trials) >= fb.max_trials:
             break
+        if len(row["nodes"]) > fb.max_float_nodes:
+            continue
         t = runner.run([row], phase="alone")
         if t.passed:
             return t

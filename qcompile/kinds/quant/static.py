@@ -52,14 +52,14 @@ class Fallback(Section):
     sensitivity table's order. Every trial is an ordinary cached build step, so a search resumes and replays."""
 
     enabled: bool = False
-    max_trials: PositiveInt = Field(12, description="most quantize-and-evaluate trials, the first (none in float) "
-                                                     "included")
+    max_trials: PositiveInt = Field(48, description="most quantize-and-evaluate trials, the first (none in float) "
+                                                     "and those of each row alone included")
     max_float_nodes: PositiveInt = Field(16, description="most nodes kept in float beyond quant.exclude")
     strategy: Literal["greedy", "bisect"] = Field(
         "bisect", description="greedy: add the next most sensitive node until the gate passes (one trial per node); "
                               "bisect: binary search over how many of the most sensitive nodes stay in float")
     rank: Literal["sensitivity", "measured"] = Field(
-        "sensitivity", description="the order nodes go to float: the sensitivity table's; or measured: first one "
+        "measured", description="the order nodes go to float: the sensitivity table's; or measured: first one "
                                    "trial per row with that row alone in float (stopping at one that passes), then "
                                    "rows by the metric they reached; sees what SQNR cannot, such as integer kernels "
                                    "that saturate, at one trial per row")
