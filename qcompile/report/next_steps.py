@@ -56,13 +56,6 @@ def _suggestions(recipe: dict[str, Any], report: dict[str, Any]) -> list[Suggest
     method = cal.get("method") if cal else None
     clipping = method == "percentile" and _number(cal.get("percentile"), 100) < CLIPPING_PERCENTILE
     out: list[Suggestion] = []
-    target = report.get("target") or {}
-    if (target.get("activation_type") == "uint8" and target.get("isa") in ("avx2", "x86")
-            and quant.get("reduce_range") is False):
-        # ORT's own advice (quantize_static's docstring) for x86 without VNNI; measured on digits_mobile_ptq.
-        out.append((("quant.reduce_range=true",),
-                    "this CPU has no VNNI: ORT's u8s8 kernels add pairs of uint8 x int8 products in 16 bits, which "
-                    "saturate with full-range weights; 7-bit weights avoid it"))
     if clipping:
         # The likeliest cause comes first: ranges clipped well inside the values the model produces.
         p = _number(cal.get("percentile"), 100)
@@ -70,6 +63,13 @@ def _suggestions(recipe: dict[str, Any], report: dict[str, Any]) -> list[Suggest
                     f"percentile {p:g} clips every activation at its {p:g}th percentile, saturating "
                     f"{100 - p:.3g}% of its values; 99.99 clips only rare outliers"))
         out.append((("quant.calibration.method=minmax",), _METHOD_WHY["minmax"]))
+    target = report.get("target") or {}
+    if (target.get("activation_type") == "uint8" and target.get("isa") in ("avx2", "x86")
+            and quant.get("reduce_range") is False):
+        # ORT's own advice (quantize_static's docstring) for x86 without VNNI; measured on digits_mobile_ptq.
+        out.append((("quant.reduce_range=true",),
+                    "this CPU has no VNNI: ORT's u8s8 kernels add pairs of uint8 x int8 products in 16 bits, which "
+                    "saturate with full-range weights; 7-bit weights avoid it"))
     if _offered(kind, "fallback") and not (quant.get("fallback") or {}).get("enabled"):
         out.append((("quant.fallback.enabled=true",),
                     "accuracy-aware fallback: keeps the most sensitive nodes in float until the gate passes"))
