@@ -109,7 +109,7 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
     if found is not None:
         report["search"] = found.summary()
         if not found.passed:
-            report["search"]["failure"] = found.failure(recipe.quant.fallback)
+            report["search"]["failure"] = found.failure()
         if plotted:
             report["search"]["plot"] = "search.png"
     report["next_steps"] = next_steps(lock["recipe"], report)  # empty when every gate passed
@@ -119,6 +119,6 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
     reporter.summary(outcomes, title=f"build {lock['build_id']} → {out_dir}")
     result = BuildResult(out_dir, lock["build_id"], report, outcomes)
     if check_gates and result.gate_errors:
-        why = [report["search"]["failure"]] if found is not None and not found.passed else []
+        why = [report["search"]["failure"]] if "failure" in report.get("search", {}) else []
         raise GateFailed("; ".join(result.gate_errors + why), out_dir, result.build_id, report, report["next_steps"])
     return result

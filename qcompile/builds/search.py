@@ -1,5 +1,5 @@
 """Accuracy-aware fallback: when the quantized variant fails its gate, find the fewest nodes to keep in float that
-pass it, in the order of the sensitivity table.
+pass it, trying the rows of the sensitivity table (each alone first, with ``rank: measured``).
 
 A loop above the scheduler: each trial is the recipe with more nodes in ``quant.exclude.names``, compiled into an
 ordinary plan and executed up to the compare step, so every trial is cached like any build step. An interrupted
@@ -34,8 +34,7 @@ class Trial:
     """One judged plan: which sensitivity rows were kept in float, and what the gate said of it."""
 
     index: int
-    rows: int  # how many of the sensitivity table's worst rows are in float (0: the recipe as written)
-    float_nodes: list[str]  # the FP32 node names those rows added to quant.exclude.names
+    float_nodes: list[str]  # the FP32 node names this trial added to quant.exclude.names (none: the recipe as written)
     metric: str
     value: float | None
     passed: bool
@@ -55,16 +54,20 @@ class SearchResult:
     chosen: int  # index of the trial whose recipe is built
     passed: bool
     ranking: list[dict[str, Any]] = field(default_factory=list)
-    strategy: str = ""
+
+    @property
+    def strategy(self) -> str:
+        """``quant.fallback.strategy``."""
+        return self.recipe.quant.fallback.strategy
 
     @property
     def rank(self) -> str:
         """The order rows went to float (``quant.fallback.rank``)."""
         return self.recipe.quant.fallback.rank
 
-    def failure(self, fallback) -> str:
+    def failure(self) -> str:
         """Why the search found nothing, naming the best trial (for the failed gate's message)."""
-        best = self.trials[self.chosen]
+        fallback, best = self.recipe.quant.fallback, self.trials[self.chosen]
         return (f"fallback search: no trial passed within quant.fallback.max_trials={fallback.max_trials} and "
                 f"max_float_nodes={fallback.max_float_nodes} ({len(self.trials)} trials, {self.strategy}); the best, "
                 f"trial {best.index} with {len(best.float_nodes)} node(s) in float, reached {best.metric} "
@@ -129,13 +132,12 @@ def search(recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger) -> 
     runner = TrialRunner(recipe, cache, reporter, ledger)
     first = runner.run([])
     if first.passed:
-        return SearchResult(recipe, runner.trials, 0, True, strategy=fb.strategy)
+        return SearchResult(recipe, runner.trials, 0, True)
     ranking = runner.ranking
     if fb.rank == "measured":
         alone = _measure_alone(runner, ranking, fb)
         if isinstance(alone, Trial):
-            return SearchResult(runner.recipe_with(alone.float_nodes), runner.trials, alone.index, True, ranking,
-                                fb.strategy)
+            return SearchResult(runner.recipe_with(alone.float_nodes), runner.trials, alone.index, True, ranking)
         ranking = alone or ranking
     # The most rows whose nodes fit quant.fallback.max_float_nodes (a row is a Conv with its fused Relu, or one node).
     limit, nodes = 0, 0
@@ -169,10 +171,9 @@ def search(recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger) -> 
                 else:
                     lo = mid
     if passing is not None:
-        return SearchResult(runner.recipe_with(passing.float_nodes), runner.trials, passing.index, True, ranking,
-                            fb.strategy)
-    best = max(runner.trials, key=lambda t: (t.value if t.value is not None else -1e9, -t.rows))
-    return SearchResult(runner.recipe_with(best.float_nodes), runner.trials, best.index, False, ranking, fb.strategy)
+        return SearchResult(runner.recipe_with(passing.float_nodes), runner.trials, passing.index, True, ranking)
+    best = max(runner.trials, key=lambda t: (t.value if t.value is not None else -1e9, -len(t.float_nodes)))
+    return SearchResult(runner.recipe_with(best.float_nodes), runner.trials, best.index, False, ranking)
 
 
 def _measure_alone(runner: TrialRunner, ranking: list[dict[str, Any]], fb) -> Trial | list[dict[str, Any]] | None:
@@ -228,7 +229,7 @@ class TrialRunner:
         value = _value(judged.result, metric, how, variant_name=judged.result.get("variant"))
         model = variant["nodes"]["model"].rsplit(".", 1)
         size = self._size(outcomes.get(model[0]), model[1])
-        trial = Trial(index=len(self.trials), rows=len(rows), float_nodes=[n for r in rows for n in r["nodes"]],
+        trial = Trial(index=len(self.trials), float_nodes=[n for r in rows for n in r["nodes"]],
                       metric=f"{metric} ({key})" if key else metric, value=value,
                       passed=judged.gate_error is None, gate_error=judged.gate_error, size_bytes=size,
                       status="ran" if any(o.status == "ran" for o in outcomes.values()) else "cached",

@@ -15,6 +15,11 @@ from ..section import Section
 _PATTERN = set("*?[")
 
 
+def _matches(name: str, want: str) -> bool:
+    """``want`` is a shell-style pattern when it holds * ? or [, else an exact name."""
+    return fnmatch.fnmatchcase(name, want) if _PATTERN & set(want) else name == want
+
+
 class Exclude(Section):
     """Nodes kept in float: by name as ``artifacts/model.fp32.onnx`` shows them (netron, the sensitivity table,
     ``qcompile plan``), by shell-style pattern, or by op type."""
@@ -58,9 +63,7 @@ def resolve(exclude: Exclude, names_map: dict[str, Any]) -> list[str]:
     check_names(exclude, [(n["name"], n["op_type"]) for n in fp32])
     chosen: list[str] = []
     for n in fp32:
-        by_name = any(fnmatch.fnmatchcase(n["name"], w) if _PATTERN & set(w) else n["name"] == w
-                      for w in exclude.names)
-        if by_name or n["op_type"] in exclude.op_types:
+        if any(_matches(n["name"], w) for w in exclude.names) or n["op_type"] in exclude.op_types:
             chosen += n["optimized"]
     # An op type also matches nodes the optimizer made (a fused Gemm, the Mul of a decomposed HardSwish).
     chosen += [name for name, o in names_map["optimized"].items() if o["op_type"] in exclude.op_types]

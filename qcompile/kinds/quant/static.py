@@ -88,7 +88,6 @@ class StaticQuant(Kind):
 
     def declare(self, b) -> None:
         b.provide("calib.samples", self.calibration.samples, self)
-        b.provide("quant.search", self.fallback if self.fallback.enabled else None, self)
 
     def activation(self, b) -> str:
         """The activation type: the recipe's, or for ``auto`` the target's default (``host``: decided by the
