@@ -67,9 +67,11 @@ def _measure(b: Builder) -> None:
     recipe, sig, runtime = b.recipe, b.need("signature", "measure"), b.need("runtime", "measure")
     samples = b.need("samples.eval", "measure", "evaluation samples (samples.eval)")
     gate = recipe.eval.model_dump(include=set(GATES))
-    problem = unmeasurable_gate(gate, sig.task, b.need("samples.labels", "measure", "to know about labels"))
+    problem = unmeasurable_gate(gate, sig.task, b.need("samples.labels", "measure", "to know about labels"),
+                                bool(b.get("samples.pairs")))
     if problem:
         raise BadInput(problem[1], key=f"eval.{problem[0]}")
+    _check_sequence_lengths(b)
     # The target names its runtime's steps when they are not ONNX Runtime's (the same params either way).
     kinds = {"evaluate": "evaluate.ort", "benchmark": "benchmark.ort", **(b.get("runtime.steps") or {})}
     for v in b.variants:
@@ -94,6 +96,19 @@ def _measure(b: Builder) -> None:
         b.plan.node(v.model.node).publish.setdefault(v.model.output, f"model.{v.name}.onnx")
         b.plan.variants[v.name] = {"scheme": v.scheme, "reference": v.name == REFERENCE, "nodes": nodes,
                                    "artifact": b.plan.node(v.model.node).publish[v.model.output]}
+
+
+def _check_sequence_lengths(b: Builder) -> None:
+    """Sequence lengths need a token model, and none may exceed what its position embeddings cover."""
+    lengths, text = b.recipe.bench.sequence_lengths, b.get("text")
+    if not lengths:
+        return
+    if text is None:
+        raise BadInput(f"times token models at sequence lengths; model.kind={b.recipe.model.kind} takes no tokens "
+                       "(set bench.sequence_lengths=null)", key="bench.sequence_lengths")
+    if max(lengths) > text["max_positions"]:
+        raise BadInput(f"asks {max(lengths)} tokens; the model takes at most {text['max_positions']}",
+                       key="bench.sequence_lengths")
 
 
 def _package(b: Builder) -> None:

@@ -17,7 +17,7 @@ from .section import Kind
 # Which recipe group is expected to provide a port, for the message when none did.
 PORT_OWNERS = {"samples": "data", "signature": "model", "preprocess": "model", "labels": "model",
                "torch_model": "model", "onnx": "model", "runtime": "target", "quant": "quant",
-               "target": "target", "calib": "quant"}
+               "target": "target", "calib": "quant", "text": "model"}
 
 
 @dataclass

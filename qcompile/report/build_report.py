@@ -72,19 +72,21 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
     sizes = {a["path"].removeprefix("artifacts/"): a["size_bytes"] for a in artifacts}
     variants = lock["variants"]
     reference = next(name for name, v in variants.items() if v["reference"])
-    metrics, fidelity, drops, speedups, verdicts, schemes = {}, {}, {}, {}, {}, {}
+    metrics, fidelity, drops, speedups, verdicts, schemes, corr_drops = {}, {}, {}, {}, {}, {}, {}
     for name, v in variants.items():
         ev = by_name[v["nodes"]["evaluate"]].result
         lat = by_name[v["nodes"]["benchmark"]].result
         scores = ev.get("scores") or {}
         metrics[name] = {"size_bytes": sizes.get(v["artifact"]), "accuracy": scores.get("top1"),
-                         "top5": scores.get("top5"), "latency_ms": _latency(lat),
+                         "top5": scores.get("top5"), "spearman": scores.get("spearman"),
+                         "pearson": scores.get("pearson"), "latency_ms": _latency(lat),
                          "host_load": lat.get("host_load")}
         schemes[name] = v["scheme"]
         if "compare" in v["nodes"]:
             cmp = by_name[v["nodes"]["compare"]].result
             fidelity[name] = cmp["fidelity"]
             drops[name] = (cmp.get("drop") or {}).get("top1")
+            corr_drops[name] = (cmp.get("drop") or {}).get("spearman")
     for name in variants:
         if name != reference:
             ref_lat, lat = metrics[reference]["latency_ms"], metrics[name]["latency_ms"]
@@ -111,6 +113,7 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
                                                   if k in quantized}},
         "metrics": metrics,
         "accuracy_drop": drops,
+        "correlation_drop": corr_drops,
         "fidelity": fidelity,
         "eval_samples": by_name[variants[reference]["nodes"]["evaluate"]].result.get("samples"),
         "speedup_p50": speedups,
@@ -146,6 +149,12 @@ def _latency_cell(lat: dict[str, Any] | None) -> str:
     return cell
 
 
+def _point(key: str) -> str:
+    """A latency key for people: ``"8"`` -> ``batch 8``, ``"8x128"`` -> ``batch 8, 128 tokens``."""
+    bs, _, seq = str(key).partition("x")
+    return f"batch {bs}" + (f", {seq} tokens" if seq else "")
+
+
 def _load_line(report: dict[str, Any]) -> str | None:
     loads = {n: report["metrics"][n].get("host_load") for n in report["variants"]}
     loads = {n: h for n, h in loads.items() if h and h.get("loadavg_before") and h.get("loadavg_after")}
@@ -169,14 +178,18 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                                                         if k in target), ""]
     if report.get("measured_on"):
         lines += [f"Measured on {report['measured_on']}.", ""]
-    lines += ["## Models", "", "| variant | size | top-1 | top-5 | " +
-              " | ".join(f"p50 ms [95% CI] (bs {bs})" for bs in batches) + " |",
+    # An embedding model is judged on how its cosines rank human-scored pairs, a classifier on accuracy.
+    correlated = any(m[n].get("spearman") is not None for n in report["variants"])
+    quality = ("Spearman", "Pearson") if correlated else ("top-1", "top-5")
+    lines += ["## Models", "", f"| variant | size | {quality[0]} | {quality[1]} | " +
+              " | ".join(f"p50 ms [95% CI] ({_point(bs)})" for bs in batches) + " |",
               "|---|---:|---:|---:|" + "---:|" * len(batches)]
     for name in report["variants"]:
         v = m[name]
         lat = " | ".join(_latency_cell(v["latency_ms"].get(bs)) for bs in batches)
-        lines.append(f"| {name} | {_size(v['size_bytes'])} | {_fmt(v['accuracy'], pct=True)} | "
-                     f"{_fmt(v['top5'], pct=True)} | {lat} |")
+        scores = (_fmt(v.get("spearman")), _fmt(v.get("pearson"))) if correlated else \
+            (_fmt(v["accuracy"], pct=True), _fmt(v["top5"], pct=True))
+        lines.append(f"| {name} | {_size(v['size_bytes'])} | {scores[0]} | {scores[1]} | {lat} |")
     if any(lat.get("ci_reached") is False for n in report["variants"] for lat in m[n]["latency_ms"].values()):
         lines += ["", "† the confidence interval did not narrow to the recipe's bench.ci_width within "
                   "bench.max_seconds (see the notes)."]
@@ -189,6 +202,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         if drop is not None:
             lines.append(f"{name}: top-1 accuracy drop {drop * 100:.2f} points on {report['eval_samples']} "
                          "held-out samples.")
+        corr = (report.get("correlation_drop") or {}).get(name)
+        if corr is not None:
+            lines.append(f"{name}: Spearman correlation with the human scores {abs(corr):.4f} "
+                         f"{'below' if corr >= 0 else 'above'} {ref}'s (pairs of {report['eval_samples']} texts).")
         parts = [f"top-1 agreement {fid['top1_agreement'] * 100:.2f}%"] if "top1_agreement" in fid else []
         if "top5_overlap" in fid:
             parts.append(f"top-5 overlap {fid['top5_overlap'] * 100:.2f}%")
@@ -198,7 +215,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         verdicts = (report.get("speedup_verdict") or {}).get(name) or {}
         if sp:
             lines.append(f"{name} latency vs {ref} (p50): "
-                         + ", ".join(f"batch {b}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items()) + ".")
+                         + ", ".join(f"{_point(b)}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items()) + ".")
     for n in report["notes"]:
         lines.append(f"\nNote: {n}")
     lines += search_markdown(report)

@@ -58,20 +58,33 @@ def pareto_front(rows: list[Row], quality_key: str, latency_key: str,
     return {i for i in pts if not any(dominates(j, i) for j in pts if j != i)}
 
 
+def point_order(point: str) -> tuple[int, int, str]:
+    """Sort key of a latency point: ``"8"`` (batch 8) or ``"8x128"`` (batch 8, 128 tokens), by batch then
+    length; anything else last."""
+    bs, _, seq = point.partition("x")
+    if bs.isdigit() and (not seq or seq.isdigit()):
+        return int(bs), int(seq or 0), ""
+    return 1 << 30, 0, point
+
+
 def choose_axes(rows: list[Row]) -> tuple[str, str | None]:
-    """(quality_key, latency_key) for a sweep: accuracy when every built variant has labels, else output
-    cosine (synthetic data has no labels); p50 at the smallest batch size measured."""
+    """(quality_key, latency_key) for a sweep: accuracy when every built variant has labels, Spearman correlation
+    with human scores when every one has scored pairs (embedding models), else output cosine (synthetic data has
+    no labels); p50 at the smallest batch size (and shortest sequence) measured."""
     built = [r for r in rows if r["status"] in ("ok", "gate_failed")]
-    has_acc = bool(built) and all(r.get("accuracy") is not None for r in built)
+    has = {k: bool(built) and all(r.get(k) is not None for r in built) for k in ("accuracy", "spearman")}
     lat_cols = sorted((k for k in (rows[0] if rows else {}) if k.startswith(LAT_PREFIX)),
-                      key=lambda k: int(k[len(LAT_PREFIX):]) if k[len(LAT_PREFIX):].isdigit() else 1 << 30)
-    return ("accuracy" if has_acc else "cosine_mean"), (lat_cols[0] if lat_cols else None)
+                      key=lambda k: point_order(k[len(LAT_PREFIX):]))
+    quality = "accuracy" if has["accuracy"] else "spearman" if has["spearman"] else "cosine_mean"
+    return quality, (lat_cols[0] if lat_cols else None)
 
 
 def quality_label(quality_key: str) -> str:
     """Axis label / table note that says which quality measure is shown, and why."""
     if quality_key == "accuracy":
         return "accuracy of the variant (%)"
+    if quality_key == "spearman":
+        return "Spearman correlation of embedding cosine with human scores"
     return "output cosine vs FP32 (mean; data has no labels)"
 
 
@@ -106,8 +119,11 @@ def reference_points(rows: list[Row], quality_key: str, latency_key: str | None
     for r in rows:
         if r["status"] not in ("ok", "gate_failed") or r.get(ref_key(latency_key)) is None:
             continue
-        quality = (None if r.get("accuracy_fp32") is None else r["accuracy_fp32"] * 100) \
-            if quality_key == "accuracy" else 1.0
+        if quality_key in ("accuracy", "spearman"):
+            ref = r.get(f"{quality_key}_fp32")
+            quality = None if ref is None else ref * (100 if quality_key == "accuracy" else 1)
+        else:
+            quality = 1.0
         if quality is not None:
             points.append((r[ref_key(latency_key)], r.get(ref_key(lo_key)), r.get(ref_key(hi_key)), quality))
     return list(dict.fromkeys(points))

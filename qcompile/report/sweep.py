@@ -18,7 +18,7 @@ from typing import Any, Callable
 from hydra.experimental.callback import Callback
 
 from ..errors import QcompileError
-from .pareto import LAT_PREFIX, choose_axes, ci_keys, pareto_front, quality_label, ref_key, short_labels
+from .pareto import LAT_PREFIX, choose_axes, ci_keys, pareto_front, point_order, quality_label, ref_key, short_labels
 
 Row = dict[str, Any]
 _LAT_PREFIX = LAT_PREFIX
@@ -90,6 +90,8 @@ def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any]]:
         "accuracy_drop": _get(report, "accuracy_drop", variant),
         "top1_agreement": _get(report, "fidelity", variant, "top1_agreement"),
         "cosine_mean": _get(report, "fidelity", variant, "cosine_mean"),
+        "spearman": measured.get("spearman"),
+        "spearman_fp32": _get(report, "metrics", ref, "spearman"),
         "size_bytes": measured.get("size_bytes"),
         "exit_code": exit_code,
         "error": (str(error).strip().splitlines() or [""])[0][:200],
@@ -123,8 +125,7 @@ def collect_sweep(sweep_dir: Path) -> list[Row]:
     sweep_dir = Path(sweep_dir)
     jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     parsed = [_job_row(p) for p in jobs]
-    batch_sizes = sorted({bs for _, lat in parsed for bs in lat},
-                         key=lambda b: (not b.isdigit(), int(b) if b.isdigit() else 0, b))
+    batch_sizes = sorted({bs for _, lat in parsed for bs in lat}, key=point_order)
     rows = []
     for row, lat in parsed:
         # Latency columns sit before the size, keeping the per-job measurements together.
@@ -160,6 +161,8 @@ def _md_cell(key: str, v: Any) -> str:
         return f"{v * 100:.2f}%"
     if key == "accuracy_drop":
         return f"{v * 100:.2f} pt"
+    if key in ("spearman", "spearman_fp32"):
+        return f"{v:.4f}"
     if key == "cosine_mean":
         return f"{v:.5f}"
     if key == "size_bytes":

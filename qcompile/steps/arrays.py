@@ -13,15 +13,24 @@ if TYPE_CHECKING:  # numpy is imported where used: a fully cached build never lo
     import numpy as np
 
 LABELS = "__labels__"  # not a valid ONNX input name in practice, so it never collides with one
+# Scored pairs of samples (rows: index a, index b, human score), for embedding models judged on similarity.
+PAIRS = "__pairs__"
+RESERVED = (LABELS, PAIRS)
 
 
-def save_samples(path: Path, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None) -> None:
-    """Write samples deterministically (fixed zip timestamps, sorted names), so equal data gives equal digests."""
+def save_samples(path: Path, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None,
+                 pairs: np.ndarray | None = None) -> None:
+    """Write samples deterministically (fixed zip timestamps, sorted names), so equal data gives equal digests.
+
+    ``pairs`` (float64 rows of sample index a, sample index b, score) say how similar people judged two samples.
+    """
     import numpy as np
 
     arrays = {name: np.ascontiguousarray(a) for name, a in inputs.items()}
     if labels is not None:
         arrays[LABELS] = np.ascontiguousarray(labels, dtype=np.int64)
+    if pairs is not None:
+        arrays[PAIRS] = np.ascontiguousarray(pairs, dtype=np.float64).reshape(-1, 3)
     # np.savez stamps the current time into the zip; writing the members ourselves keeps bytes stable.
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
@@ -36,8 +45,33 @@ def load_samples(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     import numpy as np
 
     with np.load(path, allow_pickle=False) as f:
-        inputs = {k: f[k] for k in f.files if k != LABELS}
+        inputs = {k: f[k] for k in f.files if k not in RESERVED}
         return inputs, (f[LABELS] if LABELS in f.files else None)
+
+
+def load_pairs(path: Path) -> np.ndarray | None:
+    """The scored pairs a sample file holds (rows: index a, index b, score), or None."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as f:
+        return f[PAIRS] if PAIRS in f.files else None
+
+
+def trim_padding(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A token batch cut to its longest row: samples are stored padded to their split's longest text, and a batch
+    pays for every padded position, so each batch is padded only to its own longest (what tokenizers do).
+
+    Only feeds with a 2-D ``attention_mask`` are cut, and only the inputs of the mask's shape."""
+    import numpy as np
+
+    mask = feed.get("attention_mask")
+    if mask is None or mask.ndim != 2 or mask.shape[1] < 2:
+        return feed
+    cols = np.flatnonzero(mask.any(axis=0))
+    keep = max(int(cols[-1]) + 1 if len(cols) else 1, 2)
+    if keep >= mask.shape[1]:
+        return feed
+    return {k: (np.ascontiguousarray(v[:, :keep]) if v.shape == mask.shape else v) for k, v in feed.items()}
 
 
 def count(inputs: dict[str, np.ndarray]) -> int:
@@ -69,7 +103,7 @@ def pad_batch(feed: dict[str, np.ndarray], fixed: int | None) -> dict[str, np.nd
 def model_batches(inputs: dict[str, np.ndarray], batch_size: int, fixed: int | None):
     """(feed, valid rows) covering every sample; a model with a fixed batch gets that size, the tail padded by
     repeating the last sample."""
-    return [(pad_batch({name: x[a:b] for name, x in inputs.items()}, fixed), b - a)
+    return [(trim_padding(pad_batch({name: x[a:b] for name, x in inputs.items()}, fixed)), b - a)
             for a, b in batches(count(inputs), fixed or batch_size)]
 
 
@@ -102,12 +136,12 @@ class SampleFile:
                 if fortran or dtype.hasobject:
                     raise ValueError(f"{self.path.name}: {info.filename} is not a plain C-order array")
                 self._arrays[info.filename.removesuffix(".npy")] = (f.tell(), dtype, tuple(shape))
-        self.names = sorted(k for k in self._arrays if k != LABELS)
+        self.names = sorted(k for k in self._arrays if k not in RESERVED)
         self.count = self._arrays[self.names[0]][2][0] if self.names else 0
 
     def row_bytes(self) -> int:
         """Bytes of one sample across every input."""
-        return sum(int(d.itemsize) * _prod(s[1:]) for k, (_, d, s) in self._arrays.items() if k != LABELS)
+        return sum(int(d.itemsize) * _prod(s[1:]) for k, (_, d, s) in self._arrays.items() if k not in RESERVED)
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Samples ``start:stop`` of every input, read from the file."""

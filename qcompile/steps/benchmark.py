@@ -131,12 +131,35 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
             "p99": round(float(np.percentile(a, 99)), 4), "mean": round(float(a.mean()), 4)}
 
 
-def feed_of(inputs: dict[str, Any], batch: int) -> dict[str, Any]:
-    """A batch of ``batch`` real samples (cycled when the evaluation set is smaller)."""
+def feed_of(inputs: dict[str, Any], batch: int, sequence: int | None = None) -> dict[str, Any]:
+    """A batch of ``batch`` real samples (cycled when the evaluation set is smaller); with ``sequence``, token
+    inputs of exactly that many real tokens: the longest texts first, each cut to ``sequence`` or, when shorter,
+    its own tokens repeated, with every position attended (so the run costs what that length costs)."""
     import numpy as np
 
-    idx = np.arange(batch) % count(inputs)
-    return {name: np.ascontiguousarray(x[idx]) for name, x in inputs.items()}
+    if sequence is None:
+        idx = np.arange(batch) % count(inputs)
+        return {name: np.ascontiguousarray(x[idx]) for name, x in inputs.items()}
+    mask = inputs["attention_mask"]
+    lengths = mask.sum(axis=1)
+    idx = np.argsort(-lengths, kind="stable")[np.arange(batch) % count(inputs)]
+    out = {}
+    for name, x in inputs.items():
+        rows = []
+        for i in idx:
+            real = x[i, :max(int(lengths[i]), 1)]
+            rows.append(np.resize(real, sequence))  # np.resize repeats the row to fill the length
+        out[name] = np.ascontiguousarray(np.stack(rows).astype(x.dtype))
+    out["attention_mask"] = np.ones((batch, sequence), dtype=mask.dtype)
+    return out
+
+
+def bench_points(p: BenchSpec) -> list[tuple[str, int, int | None]]:
+    """(result key, batch size, sequence length or None) for every measurement the bench section asks: ``"8"``
+    per batch size, or ``"8x128"`` per batch size and sequence length."""
+    if not p.sequence_lengths:
+        return [(str(bs), bs, None) for bs in p.batch_sizes]
+    return [(f"{bs}x{seq}", bs, seq) for bs in p.batch_sizes for seq in p.sequence_lengths]
 
 
 def host_load() -> dict[str, Any]:
@@ -153,7 +176,8 @@ class OrtBenchmarkStep(Step):
     """Times one variant per batch size with the target's runtime; the CPU model is part of its key."""
 
     kind = "benchmark.ort"
-    version = 3  # 2: one variant per node, fed with evaluation samples; 3: runs until the p50's CI is narrow
+    # 2: one variant per node, fed with evaluation samples; 3: runs until the p50's CI is narrow; 4: sequence lengths
+    version = 4
     Params = BenchmarkParams
     inputs = ("model", "data")
     outputs = {"latency": "latency.json"}
@@ -175,20 +199,24 @@ class OrtBenchmarkStep(Step):
         if fixed and set(p.batch_sizes) != {fixed}:
             raise BadInput(f"the model's batch dimension is fixed at {fixed}; export it with a dynamic batch "
                            f"or set bench.batch_sizes=[{fixed}]", key="bench.batch_sizes")
+        if p.sequence_lengths and "attention_mask" not in inputs:
+            raise BadInput("sequence lengths apply to token models (an attention_mask input); this model takes "
+                           f"{sorted(inputs)}", key="bench.sequence_lengths")
         before = host_load()
         result: dict[str, Any] = {}
-        for bs in p.batch_sizes:
-            feed = feed_of(inputs, bs)
+        for point, bs, seq in bench_points(p):
+            feed = feed_of(inputs, bs, seq)
             for _ in range(p.warmup):
                 sess.run(None, feed)
+            label = f"batch {bs}" + (f", {seq} tokens" if seq else "")
             m = measure(functools.partial(sess.run, None, feed), p.iterations, p.ci_width, p.max_seconds,
-                        progress=lambda it, bs=bs: ctx.track(it, None, f"batch {bs}"), clock=self.clock)
-            result[str(bs)] = m.summary()
+                        progress=lambda it, label=label: ctx.track(it, None, label), clock=self.clock)
+            result[point] = m.summary()
             if not m.ci_reached:
-                s = result[str(bs)]
+                s = result[point]
                 width = relative_half_width(s["p50"], tuple(s["p50_ci"]))
                 load = f"1-minute load average {before['loadavg'][0]:.2f}" if before["loadavg"] else "load unknown"
-                ctx.note(f"batch {bs}: p50 {s['p50']} ms, 95% CI +-{width * 100:.1f}% after {s['runs']} runs in "
+                ctx.note(f"{label}: p50 {s['p50']} ms, 95% CI +-{width * 100:.1f}% after {s['runs']} runs in "
                          f"{s['seconds']:.1f} s; the +-{p.ci_width * 100:g}% target was not reached within "
                          f"bench.max_seconds={p.max_seconds:g} ({load} on {before['cpu_count']} CPUs)")
         # Load before and after: a measurement taken while something else ran shows up as a high load.

@@ -16,6 +16,7 @@ from .metrics import MEASURES, fidelity
 
 # gate key -> (metric, "max" drop of a score | "min" of a fidelity metric)
 GATES = {"max_accuracy_drop": ("top1", "drop"), "max_top5_drop": ("top5", "drop"),
+         "max_correlation_drop": ("spearman", "drop"),
          "min_top1_agreement": ("top1_agreement", "min"), "min_top5_overlap": ("top5_overlap", "min"),
          "min_cosine": ("cosine_mean", "min")}
 
@@ -37,7 +38,7 @@ def drop_interval(ref, out, labels) -> list[float]:
     return [round(drop - half, 6), round(drop + half, 6)]
 
 
-def unmeasurable_gate(gate: dict[str, Any], task: str, labels: bool) -> tuple[str, str] | None:
+def unmeasurable_gate(gate: dict[str, Any], task: str, labels: bool, pairs: bool = False) -> tuple[str, str] | None:
     """(gate key, why) for the first gate set in ``gate`` that this build cannot evaluate, else None.
 
     A gate that cannot be evaluated would otherwise pass silently: it is bad input, found at plan time.
@@ -48,8 +49,12 @@ def unmeasurable_gate(gate: dict[str, Any], task: str, labels: bool) -> tuple[st
             continue
         metric, how = GATES[key]
         if how == "drop" and metric not in scores:
-            return key, f"a {task} model has no {metric} accuracy; set eval.{key}=null"
-        if how == "drop" and not labels:
+            what = "correlation with human scores" if metric == "spearman" else f"{metric} accuracy"
+            return key, f"a {task} model has no {what}; set eval.{key}=null"
+        if how == "drop" and task == "embedding" and not pairs:
+            return key, (f"the data has no scored pairs (data.scores or data.pairs), so the correlation cannot "
+                         f"be compared; set eval.{key}=null (eval.min_cosine judges without them)")
+        if how == "drop" and task != "embedding" and not labels:
             return key, (f"the data has no labels, so accuracy cannot be compared; set eval.{key}=null "
                          "(eval.min_top1_agreement and eval.min_cosine judge without labels)")
         if how == "min" and metric not in fid:
@@ -70,7 +75,7 @@ class CompareOutputsStep(Step):
 
     kind = "compare.outputs"
     Params = CompareParams
-    version = 2  # 2: confidence interval of the top-1 drop
+    version = 3  # 2: confidence interval of the top-1 drop; 3: correlation drops of embedding models
     inputs = ("reference_outputs", "reference_metrics", "outputs", "metrics", "data")
     outputs = {"comparison": "comparison.json"}
     libraries = ("numpy",)
@@ -83,8 +88,9 @@ class CompareOutputsStep(Step):
         drop, ci = None, None
         if ref_scores is not None and scores is not None:
             drop = {k: round(ref_scores[k] - scores[k], 6) for k in ref_scores if k in scores}
-            _, labels = load_samples(ctx.inputs["data"])
-            ci = drop_interval(ref[p.output], out[p.output], labels)
+            if p.task == "classification":
+                _, labels = load_samples(ctx.inputs["data"])
+                ci = drop_interval(ref[p.output], out[p.output], labels)
         result = {"reference": p.reference, "variant": p.variant,
                   "fidelity": fidelity(p.task, ref[p.output], out[p.output]),
                   "scores": {p.reference: ref_scores, p.variant: scores}, "drop": drop, "drop_ci95": ci}
@@ -117,7 +123,8 @@ class CompareOutputsStep(Step):
 
 # How messages name each metric.
 LABELS = {"top1": "top-1", "top5": "top-5", "top1_agreement": "top-1 agreement", "top5_overlap": "top-5 overlap",
-          "cosine_mean": "mean output cosine"}
+          "cosine_mean": "mean output cosine", "spearman": "Spearman correlation", "pearson": "Pearson correlation"}
+_CORRELATIONS = {"spearman", "pearson"}  # drops in correlation units, not accuracy points
 _PERCENT = {"top1_agreement", "top5_overlap"}  # fidelity metrics that are fractions of samples; cosine is not
 
 
@@ -139,6 +146,10 @@ def points(fraction: float, decimals: int = 2) -> str:
 def _drop_problem(result: dict[str, Any], key: str, metric: str, drop: float, limit: float) -> str:
     variant, ref = result["variant"], result["reference"]
     scores = result["scores"]
+    if metric in _CORRELATIONS:
+        d = _decimals(drop, limit, 1, 4)
+        return (f"{variant} {LABELS[metric]} with the human scores {scores[variant][metric]:.{d}f} is {drop:.{d}f} "
+                f"below {ref}'s {scores[ref][metric]:.{d}f}; eval.{key}={limit:g} allows {limit:.{d}f}")
     d = _decimals(drop, limit, 100, 2)
     return (f"{variant} {LABELS[metric]} accuracy {scores[variant][metric] * 100:.{d}f}% is {drop * 100:.{d}f} "
             f"points below {ref}'s {scores[ref][metric] * 100:.{d}f}%; eval.{key}={limit:g} allows "

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import BadInput
 from ..kinds.measure import GATES, EvalSpec
 from ..signature import Signature
-from .arrays import count, load_samples, model_batches, save_samples, session_fixed_batch
+from .arrays import count, load_pairs, load_samples, model_batches, save_samples, session_fixed_batch
 from .base import Step, StepContext, StepParams, register
 from .metrics import scores
 from .ort_session import session
@@ -30,8 +30,8 @@ class OrtEvaluateStep(Step):
 
     kind = "evaluate.ort"
     # 2: one variant per node; outputs kept for compare; 3: non-finite outputs and labels checked; 4: params hold
-    # the eval section
-    version = 4
+    # the eval section; 5: scored pairs (Spearman, Pearson), token batches cut to their longest text
+    version = 5
     Params = EvaluateParams
     inputs = ("model", "data")
     outputs = {"outputs": "outputs.npz", "metrics": "metrics.json"}
@@ -68,6 +68,6 @@ class OrtEvaluateStep(Step):
         # Samples keep their input names; outputs are saved the same way, keyed by output name.
         save_samples(ctx.out("outputs"), outputs)
         metrics = {"samples": count(inputs), "task": p.signature.task,
-                   "scores": scores(p.signature.task, first, labels)}
+                   "scores": scores(p.signature.task, first, labels, load_pairs(ctx.inputs["data"]))}
         ctx.out("metrics").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics

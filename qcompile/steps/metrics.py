@@ -72,24 +72,66 @@ def embedding_fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
             "max_abs_diff": float(np.abs(_rows(ref) - _rows(out)).max())}
 
 
-# What each task can measure: scores need labels; fidelity needs only the reference's outputs.
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties given their average rank (what Spearman's correlation needs)."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x), dtype=np.float64)
+    r[order] = np.arange(1, len(x) + 1)
+    values, inverse = np.unique(x, return_inverse=True)
+    if len(values) < len(x):  # average the ranks within each group of ties
+        sums = np.bincount(inverse, weights=r)
+        r = (sums / np.bincount(inverse))[inverse]
+    return r
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's correlation (NaN when either side is constant)."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64) - np.mean(a), np.asarray(b, np.float64) - np.mean(b)
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def similarity_scores(emb: np.ndarray, pairs: np.ndarray) -> dict[str, float]:
+    """How well embedding cosine ranks pairs as people scored them: Spearman's and Pearson's correlation of each
+    pair's cosine with its human score (rows of ``pairs``: index a, index b, score)."""
+    import numpy as np
+
+    a, b = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    rows = _rows(emb)
+    cos = cosine_rows(rows[a], rows[b])
+    return {"spearman": pearson(ranks(cos), ranks(pairs[:, 2])), "pearson": pearson(cos, pairs[:, 2])}
+
+
+# What each task can measure: scores need labels (or scored pairs); fidelity needs only the reference's outputs.
 MEASURES = {"classification": ({"top1", "top5"}, {"top1_agreement", "top5_overlap", "cosine_mean", "cosine_min",
                                                   "max_abs_diff"}),
-            "embedding": (set(), {"cosine_mean", "cosine_min", "max_abs_diff"})}
+            "embedding": ({"spearman", "pearson"}, {"cosine_mean", "cosine_min", "max_abs_diff"})}
 
-# task -> (scores against labels or None, fidelity to the reference)
-TASKS: dict[str, tuple[Callable[..., dict[str, float]] | None, Callable[..., dict[str, float]]]] = {
-    "classification": (classification_scores, classification_fidelity),
-    "embedding": (None, embedding_fidelity),
+# task -> fidelity to the reference
+TASKS: dict[str, Callable[..., dict[str, float]]] = {
+    "classification": classification_fidelity,
+    "embedding": embedding_fidelity,
 }
 
 
-def scores(task: str, out: np.ndarray, labels: np.ndarray | None) -> dict[str, Any] | None:
-    """The task's scores of one variant, or None without labels (or for a task without label metrics)."""
-    fn = TASKS[task][0]
-    return None if fn is None or labels is None else {k: round(v, 6) for k, v in fn(out, labels).items()}
+def scores(task: str, out: np.ndarray, labels: np.ndarray | None,
+           pairs: np.ndarray | None = None) -> dict[str, Any] | None:
+    """The task's scores of one variant: top-1/top-5 of a classifier against labels, Spearman/Pearson of an
+    embedding model against scored pairs; None without them."""
+    if task == "classification" and labels is not None:
+        got = classification_scores(out, labels)
+    elif task == "embedding" and pairs is not None and len(pairs):
+        got = similarity_scores(out, pairs)
+    else:
+        return None
+    return {k: round(v, 6) for k, v in got.items()}
 
 
 def fidelity(task: str, ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     """The task's fidelity metrics of ``out`` against the reference outputs."""
-    return {k: round(v, 6) for k, v in TASKS[task][1](ref, out).items()}
+    return {k: round(v, 6) for k, v in TASKS[task](ref, out).items()}

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..cache.keys import cpu_isa
 from ..kinds.quant._ort import ACTIVATION_FOR_ISA, HOST
-from ..kinds.quant.dynamic import DynamicQuant
+from ..kinds.quant.dynamic import DynamicQuantizeParams
 from ..kinds.quant.exclude import resolve
 from ..kinds.quant.static import StaticQuantizeParams
 from .base import Step, StepContext, register
@@ -40,7 +40,8 @@ class OrtStaticQuantizeStep(Step):
     """Static PTQ. Reads calibration ranges from the calibrate step instead of calibrating again."""
 
     kind = "quantize.ort_static"
-    version = 3  # 2: params hold the quant section; 3: exclusions by the FP32 model's names
+    # 2: params hold the quant section; 3: exclusions by the FP32 model's names; 4: op types resolved from the model
+    version = 4
     Params = StaticQuantizeParams
     inputs = ("model", "names", "ranges")
     outputs = {"model": "model.int8.onnx"}
@@ -48,7 +49,7 @@ class OrtStaticQuantizeStep(Step):
     # The recipe's activation type reaches the key resolved (an explicit uint8 and an auto that means uint8 are the
     # same model); calibration reaches it as the ranges' digest, which records the method too.
     # The sensitivity table and the fallback search read this model; they change nothing in it.
-    unkeyed = ("quant.activation_type", "quant.calibration", "quant.sensitivity", "quant.fallback")
+    unkeyed = ("quant.activation_type", "quant.calibration", "quant.sensitivity", "quant.fallback", "quant.op_types")
 
     def host_facts(self, p: StaticQuantizeParams) -> dict[str, Any]:
         return {"isa": cpu_isa()} if p.activation_type == HOST else {}
@@ -69,7 +70,7 @@ class OrtStaticQuantizeStep(Step):
                 calibrate_method=getattr(CalibrationMethod, METHODS[q.calibration.method]),
                 quant_format=fmt, activation_type=_quant_type(activation),
                 weight_type=_quant_type(q.weight_type), per_channel=q.per_channel, reduce_range=q.reduce_range,
-                op_types_to_quantize=q.op_types, nodes_to_exclude=excluded,
+                op_types_to_quantize=p.op_types, nodes_to_exclude=excluded,
                 extra_options={"ActivationSymmetric": p.activation_symmetric, "QuantizeBias": p.quantize_bias})
         chosen = {"activation_type": activation, **({"isa": isa} if p.activation_type == HOST else {})}
         return {**_summary(ctx), **chosen, "float_nodes": len(excluded)}
@@ -80,20 +81,25 @@ class OrtDynamicQuantizeStep(Step):
     """``quantize_dynamic``: int8 weights, activations quantized at run time."""
 
     kind = "quantize.ort_dynamic"
-    version = 3  # 2: the params are the quant section; 3: exclusions by the FP32 model's names
-    Params = DynamicQuant
+    # 2: the params are the quant section; 3: exclusions by the FP32 model's names; 4: per-channel and op types
+    # resolved from the model's recommendation
+    version = 4
+    Params = DynamicQuantizeParams
     inputs = ("model", "names")
     outputs = {"model": "model.int8.onnx"}
     libraries = ("onnx", "onnxruntime")
+    # Reach the key resolved (an explicit value and an auto that means it are the same model).
+    unkeyed = ("quant.per_channel", "quant.op_types")
 
-    def run(self, ctx: StepContext, p: DynamicQuant) -> dict[str, Any]:
+    def run(self, ctx: StepContext, p: DynamicQuantizeParams) -> dict[str, Any]:
         from onnxruntime.quantization import quantize_dynamic
 
-        excluded = _excluded(ctx, p.exclude, dynamic=True)
+        q = p.quant
+        excluded = _excluded(ctx, q.exclude, dynamic=True)
         with quiet("onnxruntime"):
             quantize_dynamic(str(ctx.inputs["model"]), str(ctx.out("model")),
-                             weight_type=_quant_type(p.weight_type), per_channel=p.per_channel,
-                             reduce_range=p.reduce_range, op_types_to_quantize=p.op_types,
+                             weight_type=_quant_type(q.weight_type), per_channel=p.per_channel,
+                             reduce_range=q.reduce_range, op_types_to_quantize=p.op_types,
                              nodes_to_exclude=excluded)
         return _summary(ctx)
 

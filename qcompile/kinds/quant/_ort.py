@@ -35,5 +35,16 @@ class PreprocessParams(StepParams):
 
 def preprocessed(b, by) -> Ref:
     """ORT's ``quant_pre_process`` of the FP32 model (shape inference, fusions), shared by every ORT scheme."""
-    b.shared(Node("optimize", "optimize.ort_preprocess", PreprocessParams(), inputs={"model": b.need("onnx.fp32", by)}))
+    # A model kind may ask for less (symbolic shape inference fails on exported transformers' dynamic shapes).
+    params = PreprocessParams(**((b.get("quant.model_defaults") or {}).get("preprocess") or {}))
+    b.shared(Node("optimize", "optimize.ort_preprocess", params, inputs={"model": b.need("onnx.fp32", by)}))
     return Ref("optimize", "model")
+
+
+def model_default(b, scheme: str, option: str, value, fallback):
+    """A quant option the recipe left to the model (``None`` or ``"auto"``): the model kind's recommendation for
+    ``scheme`` (the ``quant.model_defaults`` port, e.g. per-channel weights for transformer encoders), else
+    ``fallback``; an explicit value wins."""
+    if value is not None and value != "auto":
+        return value
+    return ((b.get("quant.model_defaults") or {}).get(scheme) or {}).get(option, fallback)

@@ -15,7 +15,7 @@ from ...graph import Node, Ref, StepParams
 from ..builder import Variant
 from ..registry import register
 from ..section import Kind, Section
-from ._ort import check_op_types, preprocessed
+from ._ort import check_op_types, model_default, preprocessed
 from .exclude import Exclude, check_names
 
 
@@ -77,14 +77,16 @@ class StaticQuant(Kind):
     per_channel: bool = True
     reduce_range: bool = False
     calibration: Calibration = Calibration()
-    op_types: list[str] | None = Field(
-        None, description="op types to quantize; null: every type ORT can quantize, so Relu/MaxPool stay int8 "
-                          "between convolutions instead of bouncing through float")
+    op_types: list[str] | None | Literal["auto"] = Field(
+        "auto", description="op types to quantize; null: every type ORT can quantize, so Relu/MaxPool stay int8 "
+                            "between convolutions instead of bouncing through float; auto: what the model kind "
+                            "recommends (transformer encoders: MatMul and Gemm, keeping the attention mask's "
+                            "large negative bias out of shared uint8 ranges), else null")
     exclude: Exclude = Exclude()
     sensitivity: Sensitivity = Sensitivity()
     fallback: Fallback = Fallback()
 
-    _ops = field_validator("op_types")(classmethod(lambda cls, v: check_op_types(v)))
+    _ops = field_validator("op_types")(classmethod(lambda cls, v: v if v == "auto" else check_op_types(v)))
 
     def declare(self, b) -> None:
         b.provide("calib.samples", self.calibration.samples, self)
@@ -101,11 +103,12 @@ class StaticQuant(Kind):
         if self.exclude and nodes is not None:  # names knowable now (an ONNX file): checked before anything runs
             check_names(self.exclude, nodes())
         prep = preprocessed(b, self)
+        op_types = model_default(b, "static", "op_types", self.op_types, None)
         b.add(Node("calibrate", "calibrate.ort",
-                   CalibrateParams(**self.calibration.model_dump(), op_types=self.op_types),
+                   CalibrateParams(**self.calibration.model_dump(), op_types=op_types),
                    inputs={"model": prep, "data": b.need("samples.calib", self, "calibration samples")},
                    publish={"ranges": "calibration.json"}))
-        params = StaticQuantizeParams(quant=self, activation_type=self.activation(b),
+        params = StaticQuantizeParams(quant=self, activation_type=self.activation(b), op_types=op_types,
                                       **_target_rules(b.get("quant.defaults") or {}))
         b.add(Node("quantize", "quantize.ort_static", params,
                    inputs={"model": prep, "names": Ref("optimize", "names"), "ranges": Ref("calibrate", "ranges")}))
@@ -130,6 +133,7 @@ class StaticQuantizeParams(StepParams):
 
     quant: StaticQuant
     activation_type: str
+    op_types: list[str] | None  # resolved: the recipe's, or for auto the model's recommendation
     # From the target's quantization defaults (TensorRT: symmetric activations, zero points 0, float bias).
     activation_symmetric: bool = False
     quantize_bias: bool = True
@@ -140,7 +144,7 @@ class StaticQuantizeParams(StepParams):
         return {"kind": "static", "step": "quantize.ort_static",
                 **q.model_dump(mode="json", exclude={"kind", "activation_type", "calibration", "sensitivity",
                                                      "fallback"}),
-                "activation_type": self.activation_type, "method": q.calibration.method,
+                "activation_type": self.activation_type, "op_types": self.op_types, "method": q.calibration.method,
                 "activation_symmetric": self.activation_symmetric, "quantize_bias": self.quantize_bias}
 
 
