@@ -149,7 +149,7 @@ def _latency_cell(lat: dict[str, Any] | None) -> str:
     return cell
 
 
-def _point(key: str) -> str:
+def point_text(key: str) -> str:
     """A latency key for people: ``"8"`` -> ``batch 8``, ``"8x128"`` -> ``batch 8, 128 tokens``."""
     bs, _, seq = str(key).partition("x")
     return f"batch {bs}" + (f", {seq} tokens" if seq else "")
@@ -182,7 +182,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     correlated = any(m[n].get("spearman") is not None for n in report["variants"])
     quality = ("Spearman", "Pearson") if correlated else ("top-1", "top-5")
     lines += ["## Models", "", f"| variant | size | {quality[0]} | {quality[1]} | " +
-              " | ".join(f"p50 ms [95% CI] ({_point(bs)})" for bs in batches) + " |",
+              " | ".join(f"p50 ms [95% CI] ({point_text(bs)})" for bs in batches) + " |",
               "|---|---:|---:|---:|" + "---:|" * len(batches)]
     for name in report["variants"]:
         v = m[name]
@@ -215,7 +215,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         verdicts = (report.get("speedup_verdict") or {}).get(name) or {}
         if sp:
             lines.append(f"{name} latency vs {ref} (p50): "
-                         + ", ".join(f"{_point(b)}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items()) + ".")
+                         + ", ".join(f"{point_text(b)}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items()) + ".")
     for n in report["notes"]:
         lines.append(f"\nNote: {n}")
     lines += search_markdown(report)
