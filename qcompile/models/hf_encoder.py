@@ -14,11 +14,28 @@ from pathlib import Path
 def load_encoder(folder: Path, inputs: list[str], pooling: str, normalize: bool):
     """The encoder of ``folder`` (never a download) wrapped with its pooling, in eval mode, taking ``inputs``
     positionally in that order (the tokenizer's order, which the ONNX inputs keep)."""
+    import logging
+
     import torch
-    from transformers import AutoModel
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    base = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    # transformers imports torchao when present, whose enum registrations make torch log deprecation warnings to
+    # stderr; they say nothing about the user's model.
+    pytree = logging.getLogger("torch.utils._pytree")
+    level = pytree.level
+    pytree.setLevel(logging.ERROR)
+    try:
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+    finally:
+        pytree.setLevel(level)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar; the step has its own progress line
+    try:
+        base = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
     class PooledEncoder(torch.nn.Module):
         def __init__(self, encoder):
