@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..graph import StepOutcome
+from .pareto import point_order
 from .search_report import markdown as search_markdown
 
 # 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name; 3: p50_ci per batch size, speedup_verdict;
@@ -62,8 +63,8 @@ def speed_text(ratio: float, verdict: str | None, reference: str | None = None) 
 
 
 def _latency(result: dict[str, Any]) -> dict[str, Any]:
-    """The per-batch-size entries of a benchmark result (not its notes or host_load)."""
-    return {k: v for k, v in result.items() if isinstance(v, dict) and "p50" in v}
+    """The per-batch-size entries of a benchmark result (not its notes or host_load), by batch then length."""
+    return {k: result[k] for k in sorted(result, key=point_order) if isinstance(result[k], dict) and "p50" in result[k]}
 
 
 def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -58,6 +58,10 @@ class HfEncoderModel(Kind):
     normalize: bool | None = Field(None, description="L2-normalise the pooled embedding (null: when modules.json "
                                                      "lists a Normalize module)")
     export: HfEncoderExportSpec = HfEncoderExportSpec()
+    fusion: Literal["none", "transformer"] = Field(
+        "none", description="transformer: run ORT's transformer optimizer (Attention, SkipLayerNormalization, Gelu "
+                            "fusions) on the exported graph; every variant, FP32 included, starts from the fused "
+                            "graph")
 
     def _folder(self) -> dict[str, Any]:
         """What the folder says, read as JSON; bad input naming the file when a part is missing."""
@@ -145,8 +149,30 @@ class HfEncoderModel(Kind):
         b.add(Node("export", "export.hf_encoder",
                    HfEncoderExportParams(model=self, text=b.need("text", self), signature=b.need("signature", self),
                                          files=tuple(files)),
-                   publish={"model": "model.fp32.onnx"}))
-        b.provide("onnx.fp32", Ref("export", "model"), self)
+                   publish={} if self.fusion != "none" else {"model": "model.fp32.onnx"}))
+        model = Ref("export", "model")
+        if self.fusion == "transformer":
+            cfg = folder["config"]
+            b.add(Node("fuse", "optimize.ort_transformer",
+                       FusionParams(model_type=_ORT_MODEL_TYPES.get(cfg.get("model_type"), "bert"),
+                                    num_heads=int(cfg.get("num_attention_heads") or 0),
+                                    hidden_size=int(cfg.get("hidden_size") or 0)),
+                       inputs={"model": model}, publish={"model": "model.fp32.onnx"}))
+            model = Ref("fuse", "model")
+        b.provide("onnx.fp32", model, self)
+
+
+# config.json's model_type -> the optimizer's model type (its BERT fusions fit the BERT family of encoders).
+_ORT_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert",
+                    "mpnet": "bert", "electra": "bert"}
+
+
+class FusionParams(StepParams):
+    """Params of the ``optimize.ort_transformer`` step: what the optimizer must know of the encoder."""
+
+    model_type: str
+    num_heads: int
+    hidden_size: int
 
 
 class HfEncoderExportParams(StepParams):
