@@ -197,6 +197,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     load = _load_line(report)
     if load:
         lines += ["", load]
+    # What a scheme means on this kind of target (fp16 on an x86 CPU: smaller, not faster), under the table.
+    lines += [f"\n{name}: {s['note']}" for name, s in (report.get("schemes") or {}).items()
+              if (s or {}).get("note")]
     lines.append("")
     for name, fid in report["fidelity"].items():
         drop = report["accuracy_drop"].get(name)
