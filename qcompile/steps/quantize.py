@@ -49,7 +49,8 @@ class OrtStaticQuantizeStep(Step):
     # The recipe's activation type reaches the key resolved (an explicit uint8 and an auto that means uint8 are the
     # same model); calibration reaches it as the ranges' digest, which records the method too.
     # The sensitivity table and the fallback search read this model; they change nothing in it.
-    unkeyed = ("quant.activation_type", "quant.calibration", "quant.sensitivity", "quant.fallback", "quant.op_types")
+    unkeyed = ("quant.activation_type", "quant.calibration", "quant.sensitivity", "quant.fallback", "quant.op_types",
+               "quant.weight_matmuls_only")
 
     def host_facts(self, p: StaticQuantizeParams) -> dict[str, Any]:
         return {"isa": cpu_isa()} if p.activation_type == HOST else {}
@@ -59,6 +60,8 @@ class OrtStaticQuantizeStep(Step):
 
         q = p.quant
         excluded = _excluded(ctx, q.exclude)
+        if p.weight_matmuls_only:
+            excluded += [n for n in activation_matmuls(ctx.inputs["model"]) if n not in excluded]
         isa = cpu_isa()
         activation = ACTIVATION_FOR_ISA[isa] if p.activation_type == HOST else p.activation_type
         # The format takes a QuantFormat: passing a QuantType there (a common mistake) silently yields QDQ.
@@ -102,6 +105,19 @@ class OrtDynamicQuantizeStep(Step):
                              reduce_range=q.reduce_range, op_types_to_quantize=p.op_types,
                              nodes_to_exclude=excluded)
         return _summary(ctx)
+
+
+def activation_matmuls(path) -> list[str]:
+    """MatMul nodes none of whose inputs is a constant (an initializer, or a Constant node's output): in a
+    transformer, attention's scores and context, whose per-tensor activation ranges quantize badly.
+
+    ORT's ``MatMulConstBOnly`` does the same for QOperator only; QDQ ignores it, so the nodes are excluded by name.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    const = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not any(i in const for i in n.input)]
 
 
 def _summary(ctx: StepContext) -> dict[str, Any]:

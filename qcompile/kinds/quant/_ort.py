@@ -41,10 +41,10 @@ def preprocessed(b, by) -> Ref:
     return Ref("optimize", "model")
 
 
-def model_default(b, scheme: str, option: str, value, fallback):
-    """A quant option the recipe left to the model (``None`` or ``"auto"``): the model kind's recommendation for
-    ``scheme`` (the ``quant.model_defaults`` port, e.g. per-channel weights for transformer encoders), else
-    ``fallback``; an explicit value wins."""
-    if value is not None and value != "auto":
+def model_default(b, scheme: str, option: str, value, fallback, unset=None):
+    """A quant option the recipe left to the model (``value`` is ``unset``: None, or ``"auto"`` where None means
+    something): the model kind's recommendation for ``scheme`` (the ``quant.model_defaults`` port, e.g. per-channel
+    weights for transformer encoders), else ``fallback``; an explicit value wins."""
+    if value != unset:
         return value
     return ((b.get("quant.model_defaults") or {}).get(scheme) or {}).get(option, fallback)

@@ -40,7 +40,7 @@ class DynamicQuant(Kind):
             check_names(self.exclude, nodes())
         params = DynamicQuantizeParams(
             quant=self, per_channel=model_default(b, "dynamic", "per_channel", self.per_channel, False),
-            op_types=model_default(b, "dynamic", "op_types", self.op_types, DEFAULT_OP_TYPES))
+            op_types=model_default(b, "dynamic", "op_types", self.op_types, DEFAULT_OP_TYPES, unset="auto"))
         b.add(Node("quantize", "quantize.ort_dynamic", params,
                    inputs={"model": preprocessed(b, self), "names": Ref("optimize", "names")}))
         b.add_variant(Variant("int8_dynamic", Ref("quantize", "model"), scheme=params.scheme()))

@@ -82,6 +82,10 @@ class StaticQuant(Kind):
                             "between convolutions instead of bouncing through float; auto: what the model kind "
                             "recommends (transformer encoders: MatMul and Gemm, keeping the attention mask's "
                             "large negative bias out of shared uint8 ranges), else null")
+    weight_matmuls_only: bool | None = Field(
+        None, description="quantize only MatMuls with a constant weight, keeping those of two activations "
+                          "(attention's scores and context) in float (null: what the model kind recommends, true for "
+                          "transformer encoders; else false)")
     exclude: Exclude = Exclude()
     sensitivity: Sensitivity = Sensitivity()
     fallback: Fallback = Fallback()
@@ -103,12 +107,14 @@ class StaticQuant(Kind):
         if self.exclude and nodes is not None:  # names knowable now (an ONNX file): checked before anything runs
             check_names(self.exclude, nodes())
         prep = preprocessed(b, self)
-        op_types = model_default(b, "static", "op_types", self.op_types, None)
+        op_types = model_default(b, "static", "op_types", self.op_types, None, unset="auto")
         b.add(Node("calibrate", "calibrate.ort",
                    CalibrateParams(**self.calibration.model_dump(), op_types=op_types),
                    inputs={"model": prep, "data": b.need("samples.calib", self, "calibration samples")},
                    publish={"ranges": "calibration.json"}))
         params = StaticQuantizeParams(quant=self, activation_type=self.activation(b), op_types=op_types,
+                                      weight_matmuls_only=model_default(b, "static", "weight_matmuls_only",
+                                                                        self.weight_matmuls_only, False),
                                       **_target_rules(b.get("quant.defaults") or {}))
         b.add(Node("quantize", "quantize.ort_static", params,
                    inputs={"model": prep, "names": Ref("optimize", "names"), "ranges": Ref("calibrate", "ranges")}))
@@ -134,6 +140,7 @@ class StaticQuantizeParams(StepParams):
     quant: StaticQuant
     activation_type: str
     op_types: list[str] | None  # resolved: the recipe's, or for auto the model's recommendation
+    weight_matmuls_only: bool  # resolved likewise
     # From the target's quantization defaults (TensorRT: symmetric activations, zero points 0, float bias).
     activation_symmetric: bool = False
     quantize_bias: bool = True
@@ -144,7 +151,8 @@ class StaticQuantizeParams(StepParams):
         return {"kind": "static", "step": "quantize.ort_static",
                 **q.model_dump(mode="json", exclude={"kind", "activation_type", "calibration", "sensitivity",
                                                      "fallback"}),
-                "activation_type": self.activation_type, "op_types": self.op_types, "method": q.calibration.method,
+                "activation_type": self.activation_type, "op_types": self.op_types,
+                "weight_matmuls_only": self.weight_matmuls_only, "method": q.calibration.method,
                 "activation_symmetric": self.activation_symmetric, "quantize_bias": self.quantize_bias}
 
 
