@@ -202,3 +202,24 @@ def test_token_batches_are_cut_to_their_longest_text_and_benchmarks_fill_the_len
     feed = feed_of({"input_ids": ids, "attention_mask": mask}, batch=3, sequence=8)
     assert feed["input_ids"].shape == (3, 8) and feed["attention_mask"].all()
     assert feed["input_ids"][0].tolist() == [101, 7, 102, 101, 7, 102, 101, 7], "the longest text first, repeated"
+
+
+@pytest.mark.parametrize("module, fragment", [
+    ("transformers", "model.kind=hf_encoder needs transformers: pip install 'qcompile[transformers]'"),
+    ("tokenizers", "data.kind=text needs tokenizers"),
+    ("gensim", "data.texts, data.scores, data.calibration: the package gensim is not installed (pip install "
+               "'qcompile[minilm]')"),
+])
+def test_missing_extras_are_named(cache_dir, tmp_path, module, fragment):
+    """Each optional library is an extra: without it the packaged recipe exits 2 at plan time naming the pip
+    command."""
+    import os
+    import subprocess
+    import sys
+
+    code = (f"import sys; sys.modules[{module!r}] = None  # as if not installed: find_spec answers None\n"
+            "from qcompile.cli import main; sys.exit(main(['build', '--config-name', 'minilm_lee50']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "QCOMPILE_CACHE_DIR": str(cache_dir)})
+    assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and cache_entries(cache_dir) == []

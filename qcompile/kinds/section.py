@@ -31,7 +31,9 @@ def package_path(value: Any) -> Any:
     if spec is None or not spec.submodule_search_locations:
         extra = PACKAGE_EXTRAS.get(package)
         how = f"pip install 'qcompile[{extra}]'" if extra else f"install the package {package}"
-        raise ValueError(f"{value}: the package {package} is not installed ({how})")
+        error = ValueError(f"the package {package} is not installed ({how})")
+        error.whole = True  # the message is the whole problem, whichever path named the package
+        raise error
     return str(Path(list(spec.submodule_search_locations)[0]) / rest)
 
 

@@ -106,11 +106,14 @@ def _describe(err: dict[str, Any], data: Any) -> str:
 
 def format_validation_error(exc: ValidationError, data: Any) -> str:
     """One line per distinct problem: ``key: what is wrong``."""
-    lines = []
+    problems: dict[str, list[str]] = {}  # what is wrong -> the keys it is wrong at
     for err in exc.errors(include_url=False):
         cause = (err.get("ctx") or {}).get("error")
         key = getattr(cause, "key", None) or _key_path(tuple(err["loc"]), data) or "recipe"
-        line = f"{key}: {_describe(err, data)}"
-        if line not in lines:
-            lines.append(line)
-    return "\n".join(lines)
+        # A validator's own message names the value when it matters: one problem at several keys (a package
+        # that is not installed, named by three paths) is one line.
+        what = str(cause) if isinstance(cause, ValueError) and getattr(cause, "whole", False) else \
+            _describe(err, data)
+        if key not in problems.setdefault(what, []):
+            problems[what].append(key)
+    return "\n".join(f"{', '.join(keys)}: {what}" for what, keys in problems.items())
