@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 
 
-def load_encoder(folder: Path, inputs: list[str], pooling: str, normalize: bool):
+def load_encoder(folder: Path, inputs: list[str], pooling: str, normalize: bool, attention: str | None = None):
     """The encoder of ``folder`` (never a download) wrapped with its pooling, in eval mode, taking ``inputs``
-    positionally in that order (the tokenizer's order, which the ONNX inputs keep)."""
+    positionally in that order (the tokenizer's order, which the ONNX inputs keep). ``attention`` picks
+    transformers' attention implementation (``eager``: plain MatMul/Softmax, the pattern ORT's fusions match)."""
     import logging
 
     import torch
@@ -32,7 +33,8 @@ def load_encoder(folder: Path, inputs: list[str], pooling: str, normalize: bool)
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar; the step has its own progress line
     try:
-        base = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+        kwargs = {"attn_implementation": attention} if attention else {}
+        base = AutoModel.from_pretrained(str(folder), local_files_only=True, **kwargs).eval()
     finally:
         if shown:
             hf_logging.enable_progress_bar()

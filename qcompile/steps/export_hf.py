@@ -35,6 +35,7 @@ class HfEncoderExportStep(Step):
     and sequence, pooling and normalisation in the graph."""
 
     kind = "export.hf_encoder"
+    version = 2  # 2: fusion=transformer exports eager attention with the TorchScript exporter
     Params = HfEncoderExportParams
     outputs = {"model": "model.onnx"}
     libraries = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime")
@@ -50,8 +51,12 @@ class HfEncoderExportStep(Step):
         from ..models.hf_encoder import load_encoder
 
         names, text = p.signature.input_names, p.text
+        # ORT's transformer fusions match the graph the TorchScript exporter writes of eager attention; the dynamo
+        # exporter's graph of the same model fuses no Attention (measured on all-MiniLM-L6-v2, docs/recipes.md).
+        fusable = p.model.fusion == "transformer"
         try:
-            model = load_encoder(p.model.path, names, text["pooling"], text["normalize"])
+            model = load_encoder(p.model.path, names, text["pooling"], text["normalize"],
+                                 attention="eager" if fusable else None)
         except (OSError, ValueError, KeyError) as e:  # a folder transformers cannot load
             raise BadInput(f"transformers cannot load {p.model.path}: {_first_line(e)}", key="model.path") from e
         vocab = int(model.encoder.config.vocab_size)
@@ -62,12 +67,20 @@ class HfEncoderExportStep(Step):
         log = io.StringIO()
         with warnings.catch_warnings(), contextlib.redirect_stdout(log), torch.no_grad():
             warnings.simplefilter("ignore")
+            outputs = [o.name for o in p.signature.outputs]
             try:
-                torch.onnx.export(model, tuple(example.values()), str(path), dynamo=True,
-                                  opset_version=p.model.export.opset, external_data=False, input_names=names,
-                                  output_names=[o.name for o in p.signature.outputs],
-                                  # one entry: forward takes the inputs as *tensors
-                                  dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),))
+                if fusable:
+                    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+                    axes[outputs[0]] = {0: "batch", 1: "sequence"} if text["pooling"] == "none" else {0: "batch"}
+                    torch.onnx.export(model, tuple(example.values()), str(path), dynamo=False,
+                                      opset_version=p.model.export.opset, input_names=names, output_names=outputs,
+                                      dynamic_axes=axes)
+                else:
+                    torch.onnx.export(model, tuple(example.values()), str(path), dynamo=True,
+                                      opset_version=p.model.export.opset, external_data=False, input_names=names,
+                                      output_names=outputs,
+                                      # one entry: forward takes the inputs as *tensors
+                                      dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),))
             except Exception as e:  # the exporter raises many types
                 raise BadInput(f"torch.onnx.export cannot export this encoder: {_first_line(e)}",
                                key="model") from e
@@ -86,4 +99,5 @@ class HfEncoderExportStep(Step):
             raise ExportMismatch(f"ONNX output differs from torch by {diff:.2e} at batch 3, sequence 37 (> "
                                  f"model.export.tolerance {p.model.export.tolerance:.0e})")
         return {"max_abs_diff": diff, "checked_at": {"batch": 3, "sequence": 37}, "pooling": text["pooling"],
+                "exporter": "torchscript" if fusable else "dynamo",
                 "normalize": text["normalize"], "vocab": vocab}

@@ -14,6 +14,11 @@ from .calibrate import METHODS
 from .quiet import quiet
 
 
+# Shape inference cannot type the outputs of ORT's contrib ops (a fused transformer's Attention, BiasGelu):
+# they are float tensors, which quantization must know to quantize what reads them (1 is TensorProto.FLOAT).
+UNTYPED_AS_FLOAT = {"DefaultTensorType": 1}
+
+
 def _quant_type(name: str):
     from onnxruntime.quantization import QuantType
 
@@ -74,7 +79,8 @@ class OrtStaticQuantizeStep(Step):
                 quant_format=fmt, activation_type=_quant_type(activation),
                 weight_type=_quant_type(q.weight_type), per_channel=q.per_channel, reduce_range=q.reduce_range,
                 op_types_to_quantize=p.op_types, nodes_to_exclude=excluded,
-                extra_options={"ActivationSymmetric": p.activation_symmetric, "QuantizeBias": p.quantize_bias})
+                extra_options={"ActivationSymmetric": p.activation_symmetric, "QuantizeBias": p.quantize_bias,
+                               **UNTYPED_AS_FLOAT})
         chosen = {"activation_type": activation, **({"isa": isa} if p.activation_type == HOST else {})}
         return {**_summary(ctx), **chosen, "float_nodes": len(excluded)}
 
@@ -103,7 +109,7 @@ class OrtDynamicQuantizeStep(Step):
             quantize_dynamic(str(ctx.inputs["model"]), str(ctx.out("model")),
                              weight_type=_quant_type(q.weight_type), per_channel=p.per_channel,
                              reduce_range=q.reduce_range, op_types_to_quantize=p.op_types,
-                             nodes_to_exclude=excluded)
+                             nodes_to_exclude=excluded, extra_options=UNTYPED_AS_FLOAT)
         return _summary(ctx)
 
 

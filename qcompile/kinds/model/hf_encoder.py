@@ -59,9 +59,10 @@ class HfEncoderModel(Kind):
                                                      "lists a Normalize module)")
     export: HfEncoderExportSpec = HfEncoderExportSpec()
     fusion: Literal["none", "transformer"] = Field(
-        "none", description="transformer: run ORT's transformer optimizer (Attention, SkipLayerNormalization, Gelu "
-                            "fusions) on the exported graph; every variant, FP32 included, starts from the fused "
-                            "graph")
+        "none", description="transformer: export with eager attention through torch's TorchScript exporter (the graph "
+                            "ORT's fusions match) and run ORT's transformer optimizer (Attention, "
+                            "SkipLayerNormalization, EmbedLayerNormalization, Gelu fusions); every variant, FP32 "
+                            "included, starts from the fused graph")
 
     def _folder(self) -> dict[str, Any]:
         """What the folder says, read as JSON; bad input naming the file when a part is missing."""
