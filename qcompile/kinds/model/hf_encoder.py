@@ -140,6 +140,7 @@ class HfEncoderModel(Kind):
         # bias into one uint8 range with the scores: only the MatMuls are quantized statically.
         b.provide("quant.model_defaults", {"dynamic": {"per_channel": True, "op_types": ["MatMul", "Gemm", "Gather"]},
                                            "static": {"op_types": ["MatMul", "Gemm"], "weight_matmuls_only": True},
+                                           "int4_weight": {"op_types": ["MatMul", "Gather"]},
                                            # ORT's symbolic shape inference cannot follow the exporter's dynamic
                                            # sequence axis through attention ("Incomplete symbolic shape inference")
                                            "preprocess": {"skip_symbolic_shape": True}}, self)

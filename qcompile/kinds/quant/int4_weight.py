@@ -58,10 +58,11 @@ class Int4WeightQuant(Kind):
         4, ge=0, le=4, description="the lowest precision MatMulNBits may compute in: 0 unset (the kernel's "
                                    "choice), 1 fp32, 2 fp16, 3 bf16, 4 int8 (activations quantized to int8 per "
                                    "block at run time: ORT CPU's fastest path, a little further from FP32)")
-    op_types: list[Literal["MatMul", "Gather"]] = Field(
-        ["MatMul"], min_length=1, description="what to quantize: MatMul (constant weights) and, with "
-                                              "algorithm=default, Gather (embedding tables, raising the model to "
-                                              "opset 21 for int4 tensors)")
+    op_types: list[Literal["MatMul", "Gather"]] | None = Field(
+        None, min_length=1, description="what to quantize: MatMul (constant weights) and, with "
+                                        "algorithm=default, Gather (embedding tables, raising the model to opset 21 "
+                                        "for int4 tensors); null: what the model kind recommends (transformer "
+                                        "encoders: both, with algorithm=default), else MatMul")
     exclude: Exclude = Exclude()
     gptq: Gptq = Gptq()
 
@@ -76,6 +77,14 @@ class Int4WeightQuant(Kind):
             b.provide("calib.samples", self.gptq.samples, self)
 
     def compile(self, b) -> None:
+        if self.op_types is None:
+            from ._ort import model_default
+
+            ops = model_default(b, "int4_weight", "op_types", None, ["MatMul"])
+            ops = ops if self.algorithm == "default" else [op for op in ops if op != "Gather"]
+            # The params are the section with what it left to the model resolved: null and the list it means
+            # are the same model, and the step reads a list.
+            return self.model_copy(update={"op_types": ops}).compile(b)
         if self.algorithm == "hqq" and self.symmetric:
             raise BadInput("algorithm=hqq fits asymmetric blocks only (its zero points are floats); set "
                            "quant.symmetric=false or pick another algorithm", key="quant.symmetric")
