@@ -131,7 +131,8 @@ def build_composed(composition: Composition, out: Path, remeasure: bool = False)
 
 def print_outcome(result: BuildResult) -> None:
     """The build's last line: its id and folder, each variant's accuracy, speed verdicts and size."""
-    from .report.build_report import point_text, speed_text
+    from .report.build_report import speed_text
+    from .report.pareto import point_label
 
     r = result.report
     m, ref = r["metrics"], r["reference"]
@@ -154,7 +155,7 @@ def print_outcome(result: BuildResult) -> None:
         verdicts = (r.get("speedup_verdict") or {}).get(name) or {}
         if r["speedup_p50"].get(name):
             # The verdict, not the bare ratio: a ratio of 0.84 printed as "faster" is the mistake this avoids.
-            parts.append(f"{name} latency " + ", ".join(f"at {point_text(bs)}: {speed_text(s, verdicts.get(bs), ref)}"
+            parts.append(f"{name} latency " + ", ".join(f"at {point_label(bs)}: {speed_text(s, verdicts.get(bs), ref)}"
                                                         for bs, s in r["speedup_p50"][name].items()))
         if m[ref]["size_bytes"] and m[name]["size_bytes"]:
             parts.append(f"{m[ref]['size_bytes'] / m[name]['size_bytes']:.1f}x smaller")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..graph import StepOutcome
-from .pareto import point_order
+from .pareto import point_label, point_order
 from .search_report import markdown as search_markdown
 
 # 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name; 3: p50_ci per batch size, speedup_verdict;
@@ -150,12 +150,6 @@ def _latency_cell(lat: dict[str, Any] | None) -> str:
     return cell
 
 
-def point_text(key: str) -> str:
-    """A latency key for people: ``"8"`` -> ``batch 8``, ``"8x128"`` -> ``batch 8, 128 tokens``."""
-    bs, _, seq = str(key).partition("x")
-    return f"batch {bs}" + (f", {seq} tokens" if seq else "")
-
-
 def _load_line(report: dict[str, Any]) -> str | None:
     loads = {n: report["metrics"][n].get("host_load") for n in report["variants"]}
     loads = {n: h for n, h in loads.items() if h and h.get("loadavg_before") and h.get("loadavg_after")}
@@ -183,7 +177,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     correlated = any(m[n].get("spearman") is not None for n in report["variants"])
     quality = ("Spearman", "Pearson") if correlated else ("top-1", "top-5")
     lines += ["## Models", "", f"| variant | size | {quality[0]} | {quality[1]} | " +
-              " | ".join(f"p50 ms [95% CI] ({point_text(bs)})" for bs in batches) + " |",
+              " | ".join(f"p50 ms [95% CI] ({point_label(bs)})" for bs in batches) + " |",
               "|---|---:|---:|---:|" + "---:|" * len(batches)]
     for name in report["variants"]:
         v = m[name]
@@ -219,7 +213,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         verdicts = (report.get("speedup_verdict") or {}).get(name) or {}
         if sp:
             lines.append(f"{name} latency vs {ref} (p50): "
-                         + ", ".join(f"{point_text(b)}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items()) + ".")
+                         + ", ".join(f"{point_label(b)}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items()) + ".")
     for n in report["notes"]:
         lines.append(f"\nNote: {n}")
     lines += search_markdown(report)

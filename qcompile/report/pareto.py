@@ -67,6 +67,12 @@ def point_order(point: str) -> tuple[int, int, str]:
     return 1 << 30, 0, point
 
 
+def point_label(point: str) -> str:
+    """A latency point for people: ``"8"`` -> ``batch 8``, ``"8x128"`` -> ``batch 8, 128 tokens``."""
+    bs, _, seq = str(point).partition("x")
+    return f"batch {bs}" + (f", {seq} tokens" if seq else "")
+
+
 def choose_axes(rows: list[Row]) -> tuple[str, str | None]:
     """(quality_key, latency_key) for a sweep: accuracy when every built variant has labels, Spearman correlation
     with human scores when every one has scored pairs (embedding models), else output cosine (synthetic data has
@@ -209,8 +215,8 @@ def plot_pareto(rows: list[Row], front: set[int], quality_key: str, latency_key:
     if not idx:
         ax.text(0.5, 0.5, "no built variant has both a quality and a latency figure",
                 ha="center", va="center", transform=ax.transAxes, color="0.4")
-    bs = latency_key[len("p50_ms_bs"):] if latency_key else "?"
-    ax.set_xlabel(f"latency p50 (ms), batch {bs}  (lower is better)")
+    ax.set_xlabel(f"latency p50 (ms), {point_label(latency_key[len(LAT_PREFIX):]) if latency_key else 'batch ?'}  "
+                  "(lower is better)")
     ax.set_ylabel(quality_label(quality_key) + "\n(higher is better)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)

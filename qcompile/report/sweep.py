@@ -18,7 +18,8 @@ from typing import Any, Callable
 from hydra.experimental.callback import Callback
 
 from ..errors import QcompileError
-from .pareto import LAT_PREFIX, choose_axes, ci_keys, pareto_front, point_order, quality_label, ref_key, short_labels
+from .pareto import (LAT_PREFIX, choose_axes, ci_keys, pareto_front, point_label, point_order, quality_label, ref_key,
+                     short_labels)
 
 Row = dict[str, Any]
 _LAT_PREFIX = LAT_PREFIX
@@ -178,14 +179,16 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
     lines = [f"# qcompile sweep `{sweep_dir.name}`", "",
              f"{len(rows)} variants: "
              + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n or s == "ok") + ".", "",
-             f"Quality axis: **{quality_label(quality_key)}**; latency axis: each row's variant's p50 at batch "
-             f"{latency_key[len(_LAT_PREFIX):] if latency_key else '–'}. ★ marks the Pareto-optimal variants "
+             f"Quality axis: **{quality_label(quality_key)}**; latency axis: each row's variant's p50 at "
+             f"{point_label(latency_key[len(_LAT_PREFIX):]) if latency_key else 'batch –'}. ★ marks the Pareto-optimal variants "
              "(no other variant is at least as good in quality, not measurably slower, and either better in "
              "quality or measurably faster; latencies are compared by their 95% confidence intervals, so a "
              "difference inside the noise counts as none); gate-failed variants are not candidates. "
              "`ref_` columns are each job's reference (FP32).", ""]
     # A CI is one column here, "[lo, hi]" under p50_ci_ms_bs<N>; the CSV keeps its bounds apart for machines.
-    table_cols = [c for c in columns if c != "error" and "_ci_hi_" not in c]
+    # Columns no row has a value in (accuracy of an embedding model, correlation of a classifier) are left out.
+    table_cols = [c for c in columns if c != "error" and "_ci_hi_" not in c
+                  and (c in _TEXT_COLUMNS or c == "pareto" or any(r.get(c) not in (None, "") for r in rows))]
     headers = [f"{c} (quality)" if c == quality_key else c.replace("_ci_lo_", "_ci_") for c in table_cols]
     lines += ["| " + " | ".join(headers) + " |",
               "|" + "|".join("---" if c in _TEXT_COLUMNS else "---:" for c in table_cols) + "|"]
