@@ -231,3 +231,26 @@ def test_the_tokenizer_is_keyed_by_content_and_image_bundles_by_what_they_were(b
     assert key(model) != key(moved)
     image = compile_plan(load_recipe("demo")).node("package").params
     assert image.text is None and "text" not in image.model_dump(mode="json")
+
+
+def test_contract_for_token_outputs_other_vocabularies_and_a_broken_tokenizer():
+    """No pooling: token embeddings, no similarity, token counts printed. Unigram vocabularies (lists) and added
+    tokens give the pad id as the tokenizers library would; a file that is no tokenizer is refused."""
+    from qcompile.bundle.text import TokenizerFileError, pad_token, text_spec
+    from qcompile.bundle.text_runner import format_results
+
+    tok = json.dumps({"model": {"type": "Unigram", "vocab": [["<unk>", 0.0], ["<pad>", 0.0], ["▁a", -1.0]]}})
+    contract = {"inputs": ["input_ids", "attention_mask"], "max_length": 16, "max_positions": 32, "pooling": "none",
+                "normalize": False, "hidden_size": 4, "output": "token_embeddings"}
+    spec = text_spec(contract, tok.encode())
+    assert spec["padding"]["pad_id"] == 1 and spec["padding"]["pad_token"] == "<pad>"
+    assert spec["similarity"] is None and spec["output"]["shape"] == ["batch", "sequence", 4]
+    assert pad_token({"added_tokens": [{"id": 7, "content": "[PAD]"}], "model": {"vocab": {}}}) == ("[PAD]", 7)
+    assert pad_token({"model": {"vocab": {"a": 0}}}) == (None, 0)
+    lines = format_results(["a", "b c"], np.zeros((2, 5, 4)), {"attention_mask": np.array([[1, 1, 1, 0, 0],
+                                                                                          [1, 1, 1, 1, 1]])}, spec)
+    assert lines == ['1: 3 tokens x 4 dims  "a"', '2: 5 tokens x 4 dims  "b c"']
+    with pytest.raises(TokenizerFileError):
+        text_spec(contract, b"not json")
+    with pytest.raises(TokenizerFileError, match="position_ids"):
+        text_spec({**contract, "inputs": ["input_ids", "position_ids"]}, tok.encode())
