@@ -189,10 +189,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``qcompile run``: verify a bundle, preprocess the inputs as it says, print the top classes."""
+    """``qcompile run``: verify a bundle, preprocess the inputs as it says, print the top classes (or, for a text
+    bundle, the sentences' embeddings and cosine similarities)."""
     from .bundle.run_bundle import run_bundle
 
-    for line in run_bundle(args.bundle, args.inputs, args.top):
+    for line in run_bundle(args.bundle, args.inputs, args.top, args.first):
         Console(highlight=False).print(line, soft_wrap=True)
     return 0
 
@@ -221,10 +222,15 @@ def make_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("checkout", help="copy a build's artifacts from the cache by build id")
     c.add_argument("build_id")
     c.add_argument("dir")
-    rn = sub.add_parser("run", help="run a deployment bundle on images (or .npy/.npz samples): top classes")
+    rn = sub.add_parser("run", help="run a deployment bundle on images (or .npy/.npz samples): top classes; "
+                        "a text bundle on sentences: their cosine similarities")
     rn.add_argument("bundle", help="bundle.zip, or its unpacked folder")
-    rn.add_argument("inputs", nargs="+", metavar="IMAGE_OR_NPY")
+    # "*": no input is bad input in one line, after the bundle says whether it takes files or sentences.
+    rn.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or one .npy/.npz; for a text bundle, "
+                    "sentences (quote each one)")
     rn.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
+    rn.add_argument("--first", action="store_true", help="text bundles: compare the first sentence with each "
+                    "other one only (default: every pair)")
     rp = sub.add_parser("report", help="sweep table (md, csv) and Pareto plot of a multirun folder")
     rp.add_argument("multirun_dir")
     k = sub.add_parser("cache", help="inspect and clean the cache")

@@ -112,7 +112,8 @@ def _check_sequence_lengths(b: Builder) -> None:
 
 
 def _package(b: Builder) -> None:
-    """The deployment bundle of the last variant (the quantized model; FP32 when no scheme made one)."""
+    """The deployment bundle of the last variant (the quantized model; FP32 when no scheme made one); a model with
+    a text port ships its tokenizer and text contract too."""
     v = b.variants[-1]
     # What the target adds for its device: the deployed file's name, side files (operator configs, the ONNX an
     # engine came from), texts (a trtexec line) and app snippets.
@@ -121,5 +122,6 @@ def _package(b: Builder) -> None:
                BundleParams(signature=b.need("signature", "package"), normalize=b.get("preprocess"),
                             labels=b.get("labels"), variant=v.name, scheme=v.scheme,
                             runtime=b.need("runtime", "package"), model_file=extra.get("model_file", "model.onnx"),
-                            texts=extra.get("texts", {}), app_snippets=extra.get("app_snippets", False)),
+                            texts=extra.get("texts", {}), app_snippets=extra.get("app_snippets", False),
+                            text=b.get("text")),
                inputs={"model": v.runs, **extra.get("files", {})}, publish={"bundle": "bundle.zip"}))

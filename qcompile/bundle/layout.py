@@ -3,6 +3,10 @@
 ``bundle.zip``: model.onnx, preprocess.json (the model's inputs; for an image input its layout, shape and
 normalisation as trained), labels.json when the classes have names, manifest.json (file digests, inputs,
 outputs, runtime) and run.py, a reference runner whose preprocessing is the one to port.
+
+A sentence encoder's bundle (a model with a ``text`` port) holds tokenizer.json and text.json (how text becomes the
+model's inputs, what its output means) in place of preprocess.json and preprocess.py, and its run.py is
+``text_runner.py``: it takes sentences and prints their cosine similarities.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from ..signature import Signature
 from .snippets import snippet_files
 
 RUNNER = Path(__file__).with_name("runner.py")
+TEXT_RUNNER = Path(__file__).with_name("text_runner.py")
 PREPROCESS = Path(__file__).with_name("preprocess.py")  # run.py imports it: the one implementation of the contract
 
 
@@ -52,16 +57,26 @@ def _entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 def write_bundle(dest: Path, model_bytes: bytes, signature: Signature, normalize: dict[str, Any] | None,
                  labels: list[str] | None, model_info: dict[str, Any], runtime: dict[str, Any],
                  model_file: str = "model.onnx", extra_files: dict[str, bytes] | None = None,
-                 app_snippets: bool = False) -> list[str]:
+                 app_snippets: bool = False, text: dict[str, Any] | None = None,
+                 tokenizer: bytes | None = None) -> list[str]:
     """Write the bundle zip to ``dest``; return the names of the files in it.
 
     ``model_file`` names what the target runs (``model.ort``, ``model.engine``); ``extra_files`` are the
     target's side files (operator configs, a trtexec line); ``app_snippets`` adds Kotlin and Swift code applying
-    preprocess.json's contract (for a single image input)."""
-    spec = preprocess_spec(signature, normalize)
-    files = {model_file: model_bytes,
-             "preprocess.json": json.dumps(spec, indent=2).encode(),
-             "run.py": RUNNER.read_bytes(), "preprocess.py": PREPROCESS.read_bytes(), **(extra_files or {})}
+    preprocess.json's contract (for a single image input). ``text`` (the model's text port) and ``tokenizer`` (the
+    bytes of its tokenizer file) make a sentence encoder's bundle; ``TokenizerFileError`` when those bytes are not a
+    tokenizer.json."""
+    if text is not None:
+        from .text import text_spec
+
+        spec = text_spec(text, tokenizer or b"")
+        files = {model_file: model_bytes, "text.json": json.dumps(spec, indent=2).encode(),
+                 "tokenizer.json": tokenizer or b"", "run.py": TEXT_RUNNER.read_bytes(), **(extra_files or {})}
+    else:
+        spec = preprocess_spec(signature, normalize)
+        files = {model_file: model_bytes,
+                 "preprocess.json": json.dumps(spec, indent=2).encode(),
+                 "run.py": RUNNER.read_bytes(), "preprocess.py": PREPROCESS.read_bytes(), **(extra_files or {})}
     if app_snippets:
         files.update(snippet_files(spec))
     if labels:
