@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..bundle.text import PAD_TOKENS
 from ..errors import BadInput
 from ..kinds.data.text import TextParams
 from .arrays import save_samples
@@ -78,11 +79,10 @@ def tokenize(tokenizer: str, texts: list[str], names: tuple[str, ...], max_lengt
     except Exception as e:  # tokenizers raises its own Exception type on a malformed file
         raise BadInput(f"{tokenizer} is not a tokenizer the tokenizers library reads ({str(e)[:120]})",
                        key="model.path") from None
-    tok.no_padding()
+    tok.no_padding()  # the file's own padding (MiniLM's pads every text to 128) gives way to the batch's longest
     tok.enable_truncation(max_length)
-    pad = (tok.padding or {}).get("pad_id")
-    if pad is None:
-        pad = next((tok.token_to_id(t) for t in ("[PAD]", "<pad>") if tok.token_to_id(t) is not None), 0)
+    # The bundle's text.json states the same pad id (qcompile.bundle.text), so deployment feeds what was measured.
+    pad = next((tok.token_to_id(t) for t in PAD_TOKENS if tok.token_to_id(t) is not None), 0)
     encodings = tok.encode_batch(texts)
     width = max([len(e.ids) for e in encodings] + [2])
     arrays = {"input_ids": np.full((len(texts), width), pad, np.int64),
