@@ -35,12 +35,13 @@ class HfEncoderExportStep(Step):
     and sequence, pooling and normalisation in the graph."""
 
     kind = "export.hf_encoder"
-    version = 2  # 2: fusion=transformer exports eager attention with the TorchScript exporter
+    # 2: fusion=transformer exports eager attention with the TorchScript exporter; 3: at opset 17 there
+    version = 3
     Params = HfEncoderExportParams
     outputs = {"model": "model.onnx"}
     libraries = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime")
     file_fields = ("files",)
-    unkeyed = ("model.path", "text.tokenizer")  # the weights and config reach the key as content
+    unkeyed = ("model.path", "text.tokenizer", "model.export.opset")  # the opset reaches the key resolved  # the weights and config reach the key as content
 
     def run(self, ctx: StepContext, p: HfEncoderExportParams) -> dict[str, Any]:
         import numpy as np
@@ -73,11 +74,11 @@ class HfEncoderExportStep(Step):
                     axes = {n: {0: "batch", 1: "sequence"} for n in names}
                     axes[outputs[0]] = {0: "batch", 1: "sequence"} if text["pooling"] == "none" else {0: "batch"}
                     torch.onnx.export(model, tuple(example.values()), str(path), dynamo=False,
-                                      opset_version=p.model.export.opset, input_names=names, output_names=outputs,
+                                      opset_version=p.opset, input_names=names, output_names=outputs,
                                       dynamic_axes=axes)
                 else:
                     torch.onnx.export(model, tuple(example.values()), str(path), dynamo=True,
-                                      opset_version=p.model.export.opset, external_data=False, input_names=names,
+                                      opset_version=p.opset, external_data=False, input_names=names,
                                       output_names=outputs,
                                       # one entry: forward takes the inputs as *tensors
                                       dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),))

@@ -37,7 +37,8 @@ def _json(path: Path, key: str) -> dict[str, Any]:
 class HfEncoderExportSpec(Section):
     """How the encoder becomes ONNX (the batch and sequence axes are always dynamic)."""
 
-    opset: int = Field(18, ge=14, le=23, description="ONNX opset of the exported model")
+    opset: int | None = Field(None, ge=14, le=23, description="ONNX opset of the exported model (null: 18; 17 with "
+                              "model.fusion=transformer, the opset whose graph ORT's fusions match)")
     tolerance: float = Field(1e-4, gt=0, description="max abs difference allowed between torch and ONNX outputs, "
                                                      "checked at another batch size and sequence length than the "
                                                      "export's, with padding")
@@ -138,7 +139,7 @@ class HfEncoderModel(Kind):
         # where per-channel ones lose 0.008; the word embeddings (a Gather) are half the model's bytes and cost
         # nothing measurable in int8. A static scheme over every op type puts the attention mask's large negative
         # bias into one uint8 range with the scores: only the MatMuls are quantized statically.
-        b.provide("quant.model_defaults", {"dynamic": {"per_channel": True, "op_types": ["MatMul", "Gemm", "Gather"]},
+        b.provide("quant.model_defaults", {"dynamic": {"per_channel": True, "op_types": ["MatMul", "Gemm", "Gather", "Attention", "EmbedLayerNormalization"]},
                                            "static": {"op_types": ["MatMul", "Gemm"], "weight_matmuls_only": True},
                                            "int4_weight": {"op_types": ["MatMul", "Gather"]},
                                            # ORT's symbolic shape inference cannot follow the exporter's dynamic
@@ -150,7 +151,8 @@ class HfEncoderModel(Kind):
         files = [self.path / "config.json", *folder["weights"]]
         b.add(Node("export", "export.hf_encoder",
                    HfEncoderExportParams(model=self, text=b.need("text", self), signature=b.need("signature", self),
-                                         files=tuple(files)),
+                                         files=tuple(files),
+                                         opset=self.export.opset or (17 if self.fusion == "transformer" else 18)),
                    publish={} if self.fusion != "none" else {"model": "model.fp32.onnx"}))
         model = Ref("export", "model")
         if self.fusion == "transformer":
@@ -182,6 +184,7 @@ class HfEncoderExportParams(StepParams):
     signature, and the files whose content makes the model (config and weights)."""
 
     model: HfEncoderModel
+    opset: int  # resolved
     text: dict[str, Any]
     signature: Signature
     files: tuple[Path, ...]
