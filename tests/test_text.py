@@ -223,3 +223,29 @@ def test_missing_extras_are_named(cache_dir, tmp_path, module, fragment):
                           env={**os.environ, "QCOMPILE_CACHE_DIR": str(cache_dir)})
     assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and cache_entries(cache_dir) == []
+
+
+def test_an_onnx_file_of_a_transformer_gets_the_encoder_defaults(built, assets, tmp_path):
+    """A transformer exported by hand (an ONNX file fed token ids and an attention mask) is quantized as an
+    encoder: static INT8 on weight MatMuls only, so the mask's large negative bias never shares a uint8 range with
+    the attention scores; dynamic per-channel."""
+    import qcompile
+    from qcompile.plan import compile_plan
+
+    work, cache, _ = built
+    onnx_file = work / "a" / "artifacts" / "model.fp32.onnx"
+    feed = _tokenize(assets, assets["texts"].read_text().splitlines())
+    np.savez(tmp_path / "tokens.npz", **feed)
+    common = ["model=onnx", f"model.path={onnx_file}", "model.task=embedding", "data=npz",
+              f"data.path={tmp_path / 'tokens.npz'}", "data.y_key=null", "data.eval_samples=6",
+              "eval.max_accuracy_drop=null"]
+    static = compile_plan(qcompile.load_recipe("demo", [*common, "quant.calibration.samples=6"]))
+    params = static.node("quantize").params
+    assert params.op_types == ["MatMul", "Gemm"] and params.weight_matmuls_only
+    assert static.node("optimize").params.skip_symbolic_shape
+    dynamic = compile_plan(qcompile.load_recipe("demo", [*common, "quant=int8_dynamic"]))
+    assert dynamic.node("quantize").params.per_channel is True
+    # An image model keeps the plain defaults.
+    plain = compile_plan(qcompile.load_recipe("demo", ["quant=int8_dynamic"]))
+    assert plain.node("quantize").params.per_channel is False
+    assert plain.node("quantize").params.op_types == ["MatMul", "Gemm"]

@@ -19,6 +19,7 @@ from ...graph import Node, Ref, StepParams
 from ...signature import Signature, TensorSpec
 from ..registry import register
 from ..section import Kind, Section, UserDir
+from ._transformer import ENCODER_QUANT_DEFAULTS
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # What a sentence-transformers folder says about pooling: 1_Pooling/config.json's flags -> our pooling names.
@@ -135,16 +136,7 @@ class HfEncoderModel(Kind):
         b.provide("signature", sig, self)
         b.provide("text", text, self)
         b.provide("preprocess", None, self)
-        # Measured on all-MiniLM-L6-v2 (docs/recipes.md): per-tensor int8 weights lose 0.045 of cosine to FP32
-        # where per-channel ones lose 0.008; the word embeddings (a Gather) are half the model's bytes and cost
-        # nothing measurable in int8. A static scheme over every op type puts the attention mask's large negative
-        # bias into one uint8 range with the scores: only the MatMuls are quantized statically.
-        b.provide("quant.model_defaults", {"dynamic": {"per_channel": True, "op_types": ["MatMul", "Gemm", "Gather", "Attention", "EmbedLayerNormalization"]},
-                                           "static": {"op_types": ["MatMul", "Gemm"], "weight_matmuls_only": True},
-                                           "int4_weight": {"op_types": ["MatMul", "Gather"]},
-                                           # ORT's symbolic shape inference cannot follow the exporter's dynamic
-                                           # sequence axis through attention ("Incomplete symbolic shape inference")
-                                           "preprocess": {"skip_symbolic_shape": True}}, self)
+        b.provide("quant.model_defaults", ENCODER_QUANT_DEFAULTS, self)
 
     def compile(self, b) -> None:
         folder = self._folder()

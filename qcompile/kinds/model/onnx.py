@@ -13,6 +13,7 @@ from ...signature import Signature, Task, TensorSpec
 from ..registry import register
 from ..section import Kind, Normalize, Preprocess, UserFile, contract
 from ._onnx_signature import inspect_onnx, node_list
+from ._transformer import ENCODER_QUANT_DEFAULTS, is_token_model
 
 
 @register("model")
@@ -35,6 +36,8 @@ class OnnxModel(Kind):
         if self.input_shape is not None:
             sig = self._with_shape(sig, tuple(self.input_shape))
         b.provide("signature", sig, self)
+        if is_token_model(sig):
+            b.provide("quant.model_defaults", ENCODER_QUANT_DEFAULTS, self)
         image = sig.single_image_input
         b.provide("preprocess", contract(image.sample_shape if image else None, self.normalize, self.preprocess), self)
 
