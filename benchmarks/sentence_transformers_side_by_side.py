@@ -189,19 +189,23 @@ def embed(sess, feed):
     return y
 
 
-def time_runs(fn, min_s: float, min_runs: int) -> list[float]:
+def time_runs(fn, min_s: float, min_runs: int, into: dict, key: str) -> None:
     for _ in range(3):  # warm-up: first runs pay allocation and kernel selection
         fn(0)
-    ts, t_end = [], time.perf_counter() + min_s
+    ts, t_end, cpu0, wall0 = [], time.perf_counter() + min_s, time.process_time(), time.perf_counter()
     while len(ts) < min_runs or (time.perf_counter() < t_end and len(ts) < 5000):
         t = time.perf_counter()
         fn(len(ts))
         ts.append((time.perf_counter() - t) * 1e3)
-    return ts
+    into.setdefault("latency_ms", {}).setdefault(key, []).extend(ts)
+    # Our CPU seconds per wall second (ORT's spinning counts): near THREADS when the cores were ours,
+    # lower when other work took them.
+    share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    into.setdefault("cpu_share", {}).setdefault(key, []).append(round(share, 2))
 
 
 def measure_onnx(path, tok, docs, iu, human, fp32_emb, min_s, min_runs, with_accuracy):
-    sess, res = session(path), {"latency_ms": {}}
+    sess, res = session(path), {}
     if with_accuracy:
         by = {name: embed_docs(sess, tok, docs, order, bs) for name, (order, bs) in batchings(docs).items()}
         res.update(accuracy(by["b8"], iu, human, fp32_emb))
@@ -210,7 +214,7 @@ def measure_onnx(path, tok, docs, iu, human, fp32_emb, min_s, min_runs, with_acc
     for b, s in SHAPES:
         feed = tokenize(tok, docs, length=s)  # every Lee50 doc is longer than 128 tokens: no padding here
         batches = [{k: v[(np.arange(b) + j * b) % len(docs)] for k, v in feed.items()} for j in range(len(docs))]
-        res["latency_ms"][f"{b}x{s}"] = time_runs(lambda i, bt=batches: embed(sess, bt[i % len(bt)]), min_s, min_runs)
+        time_runs(lambda i, bt=batches: embed(sess, bt[i % len(bt)]), min_s, min_runs, res, f"{b}x{s}")
     sess = None  # the next model's session starts only after this one is gone
     gc.collect()
     return res
@@ -250,11 +254,10 @@ def measure_torch(src, docs, iu, human, fp32_emb, min_s, min_runs):
     m = SentenceTransformer(str(src), device="cpu")
     m.max_seq_length = 256
     res = accuracy(m.encode(docs, batch_size=8, convert_to_numpy=True), iu, human, fp32_emb)
-    res["latency_ms"] = {}
     for b, s in SHAPES:
         m.max_seq_length = s  # Lee50 docs are all longer: encode pads nothing, truncates to s
-        res["latency_ms"][f"{b}x{s}"] = time_runs(
-            lambda i, b=b: m.encode([docs[(i * b + j) % len(docs)] for j in range(b)], batch_size=b), min_s, min_runs)
+        time_runs(lambda i, b=b: m.encode([docs[(i * b + j) % len(docs)] for j in range(b)], batch_size=b),
+                  min_s, min_runs, res, f"{b}x{s}")
     return res
 
 
@@ -312,16 +315,17 @@ def main() -> None:
         peer = build_peer(py, src, a.work_dir / "export", docs)
         peer_path = Path(peer["model"])
     models = {"FP32 ONNX": a.fp32_model, "ST avx512_vnni": peer_path, "qcompile INT8": a.qcompile_model}
-    results = {k: {"path": str(p), "size_mb": size_mb(p), "latency_ms": {}} for k, p in models.items()}
+    results = {k: {"path": str(p), "size_mb": size_mb(p)} for k, p in models.items()}
     fp32_emb = None
     for r in range(a.rounds):
         for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
             res = measure_onnx(models[name], tok, docs, iu, human, fp32_emb, a.min_seconds, a.min_runs, r == 0)
             if r == 0:
                 fp32_emb = res["emb"] if name == "FP32 ONNX" else fp32_emb
-                results[name].update({k: v for k, v in res.items() if k != "latency_ms"})
-            for k, v in res["latency_ms"].items():
-                results[name]["latency_ms"].setdefault(k, []).extend(v)
+                results[name].update({k: v for k, v in res.items() if k not in ("latency_ms", "cpu_share")})
+            for what in ("latency_ms", "cpu_share"):
+                for k, v in res[what].items():
+                    results[name].setdefault(what, {}).setdefault(k, []).extend(v)
     st_encode = a.work_dir / "export" / "st_encode_lee50.npy"
     if not a.peer_model and st_encode.exists():  # our numpy pooling of the peer graph vs ST's own encode, same batches
         peer["min_cos_ours_vs_st_encode"] = float(np.min(np.sum(
@@ -368,6 +372,9 @@ def report(results: dict, env: dict, peer: dict, a) -> None:
               f"{cos32:>7s} {cells}")
     print("(p50 ms, speed-up vs FP32 ONNX in brackets; runs per cell: "
           + "; ".join(f"{n}: {'/'.join(str(r['runs'][k]) for k in keys)}" for n, r in results.items()) + ")")
+    print(f"(lowest CPU share per model, our CPU s per wall s while timing, {THREADS} = both threads never "
+          "preempted: " + "; ".join(f"{n} {min(min(v) for v in r['cpu_share'].values()):.2f}"
+                                    for n, r in results.items()) + ")")
     if "ST torch FP32" in results:
         print("(ST torch FP32 is SentenceTransformer.encode: its times include tokenization and pooling)")
     print("Spearman by Lee50 batching (" + ", ".join(batchings([""])) + "): " + "; ".join(
