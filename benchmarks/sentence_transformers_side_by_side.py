@@ -2,10 +2,12 @@
 (``export_dynamic_quantized_onnx_model(model, "avx512_vnni", ...)``: Optimum's ORTQuantizer with
 ``AutoQuantizationConfig.avx512_vnni(is_static=False)``), and qcompile's INT8 model.
 
-    HF_HUB_OFFLINE=1 python benchmarks/sentence_transformers_side_by_side.py \\
-        --fp32-model fp32.onnx --qcompile-model int8.onnx --out bench-out [--work-dir DIR] [--rounds 2] [--no-torch]
+    python benchmarks/sentence_transformers_side_by_side.py --out bench-out [--rounds 2] [--no-torch]
 
-Both ONNX models take ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64 [batch, sequence]) and give
+qcompile's side is built by qcompile in the same run, from the packaged recipe (its cache under ``--work-dir``):
+``minilm_lee50`` gives the FP32 ONNX both INT8 models are compared with, and ``minilm_lee50
+model.fusion=transformer`` (dynamic INT8 on ORT's fused graph) qcompile's best INT8 model (benchmarks/RESULTS.md).
+``--fp32-model`` / ``--qcompile-model`` take other files instead. Both ONNX models take ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64 [batch, sequence]) and give
 ``sentence_embedding`` [batch, 384] (mean pooling + L2 norm inside the graph).
 
 The peer's stack (sentence-transformers 5.x, optimum-onnx, transformers<4.58) cannot live beside this venv's
@@ -284,6 +286,21 @@ def machine() -> dict:
                                                              sentence_transformers)}}
 
 
+def build_qcompile(work: Path) -> tuple[Path, Path]:
+    """qcompile's FP32 reference and best INT8 model, built by its CLI from the packaged recipe (cached)."""
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "QCOMPILE_CACHE_DIR": str(work / "cache")}
+    for name, extra in (("plain", []), ("fused", ["model.fusion=transformer"])):
+        if not (work / name / "report.json").exists():
+            proc = subprocess.run([sys.executable, "-m", "qcompile", "build", "--config-name", "minilm_lee50", *extra,
+                                   f"hydra.run.dir={work / name}", "bench.iterations=5", "bench.max_seconds=1"],
+                                  cwd=work, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"qcompile build {name} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return (work / "plain" / "artifacts" / "model.fp32.onnx",
+            work / "fused" / "artifacts" / "model.int8_dynamic.onnx")
+
+
 def size_mb(p: Path) -> float:
     data = p.with_name(p.name + ".data")  # external weights, when the exporter wrote them
     return (p.stat().st_size + (data.stat().st_size if data.exists() else 0)) / 2**20
@@ -291,8 +308,8 @@ def size_mb(p: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fp32-model", type=Path, required=True)
-    ap.add_argument("--qcompile-model", type=Path, required=True)
+    ap.add_argument("--fp32-model", type=Path, help="default: built by qcompile (minilm_lee50)")
+    ap.add_argument("--qcompile-model", type=Path, help="default: built by qcompile (minilm_lee50 fused, INT8 dynamic)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "qcompile-bench" / "st-peer")
     ap.add_argument("--peer-model", type=Path, help="an already exported peer ONNX (skips the peer venv)")
@@ -316,6 +333,9 @@ def main() -> None:
         py, env["peer_venv"] = ensure_peer_venv(a.work_dir)
         peer = build_peer(py, src, a.work_dir / "export", docs)
         peer_path = Path(peer["model"])
+    if a.fp32_model is None or a.qcompile_model is None:
+        built = build_qcompile(a.work_dir / "qcompile")
+        a.fp32_model, a.qcompile_model = a.fp32_model or built[0], a.qcompile_model or built[1]
     models = {"FP32 ONNX": a.fp32_model, "ST avx512_vnni": peer_path, "qcompile INT8": a.qcompile_model}
     results = {k: {"path": str(p), "size_mb": size_mb(p)} for k, p in models.items()}
     fp32_emb = None
