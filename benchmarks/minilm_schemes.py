@@ -111,7 +111,8 @@ def main() -> None:
 
         from qcompile.cache.keys import cpu_isa
 
-        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, isa {cpu_isa()}, Python {platform.python_version()}, onnxruntime "
+        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, isa {cpu_isa()}, "
+              f"Python {platform.python_version()}, onnxruntime "
               f"{onnxruntime.__version__}; {args.rounds} rounds x {args.runs} runs per point, one session at a time, "
               "2 threads")
         heads = " | ".join(f"p50 ms b{b}x{s}" for b, s in POINTS)

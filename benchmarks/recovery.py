@@ -53,13 +53,13 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
 
+    import json
+    import shutil
+
     from qcompile.builds.search import TrialRunner
     from qcompile.cache import Cache
     from qcompile.recipe.load import load_recipe
     from qcompile.run.progress import Reporter
-
-    import json
-    import shutil
 
     with tempfile.TemporaryDirectory() as d:
         home = Path(d)
@@ -98,7 +98,8 @@ def main() -> None:
         recipe = load_recipe(a.recipe, [*a.overrides, "quant.sensitivity.enabled=true"])
         rows = {}
         for rank in ("local", "cumulative"):
-            r = load_recipe(a.recipe, [*a.overrides, "quant.sensitivity.enabled=true", f"quant.sensitivity.rank={rank}"])
+            r = load_recipe(a.recipe, [*a.overrides, "quant.sensitivity.enabled=true",
+                                       f"quant.sensitivity.rank={rank}"])
             runner = TrialRunner(r, cache, Reporter(quiet=True))
             runner.run([])
             rows[rank] = runner.ranking

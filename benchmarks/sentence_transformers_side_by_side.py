@@ -7,7 +7,8 @@
 qcompile's side is built by qcompile in the same run, from the packaged recipe (its cache under ``--work-dir``):
 ``minilm_lee50`` gives the FP32 ONNX both INT8 models are compared with, and ``minilm_lee50
 model.fusion=transformer`` (dynamic INT8 on ORT's fused graph) qcompile's best INT8 model (benchmarks/RESULTS.md).
-``--fp32-model`` / ``--qcompile-model`` take other files instead. Both ONNX models take ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64 [batch, sequence]) and give
+``--fp32-model`` / ``--qcompile-model`` take other files instead. Both ONNX models take ``input_ids``,
+``attention_mask``, ``token_type_ids`` (int64 [batch, sequence]) and give
 ``sentence_embedding`` [batch, 384] (mean pooling + L2 norm inside the graph).
 
 The peer's stack (sentence-transformers 5.x, optimum-onnx, transformers<4.58) cannot live beside this venv's

@@ -71,7 +71,7 @@ def text_files(folder: Path) -> dict[str, Path]:
 
 def recipe_overrides(model: Path, files: dict[str, Path], quant: str = "int8_dynamic") -> list[str]:
     """Overrides of a quick text build: the tiny encoder on the small files, short benchmarks."""
-    return [f"model=hf_encoder", f"model.path={model}", "data=text", f"data.texts={files['texts']}",
+    return ["model=hf_encoder", f"model.path={model}", "data=text", f"data.texts={files['texts']}",
             f"data.scores={files['scores']}", f"data.calibration={files['calibration']}", f"quant={quant}",
             "eval.max_accuracy_drop=null", "bench.batch_sizes=[1]", "bench.sequence_lengths=[16]",
             "bench.warmup=1", "bench.iterations=5", "bench.max_seconds=0.5", "quant.calibration.samples=16"

@@ -5,8 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, DirectoryPath, Field, FilePath,
-                      PositiveInt, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    DirectoryPath,
+    Field,
+    FilePath,
+    PositiveInt,
+    model_validator,
+)
 
 PACKAGE_SCHEME = "pkg://"
 # Packages whose files packaged recipes name (pkg://<package>/<path>) -> the qcompile extra that installs them.

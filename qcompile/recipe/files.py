@@ -57,7 +57,8 @@ def diagnose(folder: Path, error: BaseException, config_name: str) -> BadInput |
 
 
 # Recipe keys that hold the user's files or folders.
-PATH_KEYS = {"model": ("path", "weights", "root"), "data": ("path", "labels", "texts", "scores", "pairs", "calibration")}
+PATH_KEYS = {"model": ("path", "weights", "root"),
+             "data": ("path", "labels", "texts", "scores", "pairs", "calibration")}
 
 
 def _set_in(path: Path, group: str, key: str, nested: bool) -> bool:

@@ -213,7 +213,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         verdicts = (report.get("speedup_verdict") or {}).get(name) or {}
         if sp:
             lines.append(f"{name} latency vs {ref} (p50): "
-                         + ", ".join(f"{point_label(b)}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items()) + ".")
+                         + ", ".join(f"{point_label(b)}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items())
+                         + ".")
     for n in report["notes"]:
         lines.append(f"\nNote: {n}")
     lines += search_markdown(report)

@@ -18,8 +18,17 @@ from typing import Any, Callable
 from hydra.experimental.callback import Callback
 
 from ..errors import QcompileError
-from .pareto import (LAT_PREFIX, choose_axes, ci_keys, pareto_front, point_label, point_order, quality_label, ref_key,
-                     short_labels)
+from .pareto import (
+    LAT_PREFIX,
+    choose_axes,
+    ci_keys,
+    pareto_front,
+    point_label,
+    point_order,
+    quality_label,
+    ref_key,
+    short_labels,
+)
 
 Row = dict[str, Any]
 _LAT_PREFIX = LAT_PREFIX
@@ -180,7 +189,8 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
              f"{len(rows)} variants: "
              + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n or s == "ok") + ".", "",
              f"Quality axis: **{quality_label(quality_key)}**; latency axis: each row's variant's p50 at "
-             f"{point_label(latency_key[len(_LAT_PREFIX):]) if latency_key else 'batch –'}. ★ marks the Pareto-optimal variants "
+             f"{point_label(latency_key[len(_LAT_PREFIX):]) if latency_key else 'batch –'}. "
+             "★ marks the Pareto-optimal variants "
              "(no other variant is at least as good in quality, not measurably slower, and either better in "
              "quality or measurably faster; latencies are compared by their 95% confidence intervals, so a "
              "difference inside the noise counts as none); gate-failed variants are not candidates. "

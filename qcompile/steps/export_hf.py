@@ -41,7 +41,8 @@ class HfEncoderExportStep(Step):
     outputs = {"model": "model.onnx"}
     libraries = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime")
     file_fields = ("files",)
-    unkeyed = ("model.path", "text.tokenizer", "model.export.opset")  # the opset reaches the key resolved  # the weights and config reach the key as content
+    # The weights and config reach the key as content, the opset resolved.
+    unkeyed = ("model.path", "text.tokenizer", "model.export.opset")
 
     def run(self, ctx: StepContext, p: HfEncoderExportParams) -> dict[str, Any]:
         import numpy as np

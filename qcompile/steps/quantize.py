@@ -13,7 +13,6 @@ from .base import Step, StepContext, register
 from .calibrate import METHODS
 from .quiet import quiet
 
-
 # Shape inference cannot type the outputs of ORT's contrib ops (a fused transformer's Attention, BiasGelu):
 # they are float tensors, which quantization must know to quantize what reads them (1 is TensorProto.FLOAT).
 UNTYPED_AS_FLOAT = {"DefaultTensorType": 1}
