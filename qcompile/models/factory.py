@@ -8,16 +8,14 @@ from ..errors import BadInput
 from .arch import FactoryArch
 
 
-def call_factory(arch: FactoryArch):
-    """The ``nn.Module`` the factory returns; bad input naming ``model.function`` when it does not import, is not
-    callable, raises, or returns something else."""
+def import_function(function: str, root, key: str):
+    """The callable ``package.module:function`` names, imported from the folder ``root`` (reloaded when this process
+    imported it before, so an edited file is what runs); bad input naming ``key`` when it does not import or is not
+    callable."""
     import importlib
 
-    import torch
-
-    module_name, _, fn_name = arch.function.partition(":")
-    key = "model.function"
-    root = str(arch.root)
+    module_name, _, fn_name = function.partition(":")
+    root = str(root)
     sys.path.insert(0, root)
     try:
         importlib.invalidate_caches()
@@ -34,6 +32,16 @@ def call_factory(arch: FactoryArch):
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise BadInput(f"{module_name} has no callable {fn_name!r}", key=key)
+    return fn
+
+
+def call_factory(arch: FactoryArch):
+    """The ``nn.Module`` the factory returns; bad input naming ``model.function`` when it does not import, is not
+    callable, raises, or returns something else."""
+    import torch
+
+    key = "model.function"
+    fn = import_function(arch.function, arch.root, key)
     try:
         model = fn(**arch.kwargs)
     except Exception as e:  # the user's function
