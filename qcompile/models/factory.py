@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from ..errors import BadInput
 from .arch import FactoryArch
 
 
 def import_function(function: str, root, key: str):
-    """The callable ``package.module:function`` names, imported from the folder ``root`` (reloaded when this process
-    imported it before, so an edited file is what runs); bad input naming ``key`` when it does not import or is not
-    callable."""
+    """The callable ``package.module:function`` names, imported afresh from the folder ``root`` (so an edited file,
+    or the file under this root rather than a namesake imported earlier, is what runs); bad input naming ``key``
+    when it does not import or is not callable."""
     import importlib
 
     module_name, _, fn_name = function.partition(":")
@@ -19,10 +20,8 @@ def import_function(function: str, root, key: str):
     sys.path.insert(0, root)
     try:
         importlib.invalidate_caches()
-        if module_name in sys.modules:
-            module = importlib.reload(sys.modules[module_name])  # the file may have changed in this process
-        else:
-            module = importlib.import_module(module_name)
+        _forget(module_name.partition(".")[0], Path(root))
+        module = importlib.import_module(module_name)
     except Exception as e:  # the user's module: any error while importing it is theirs
         raise BadInput(f"{module_name} does not import from {root}: {type(e).__name__}: {str(e)[:200]}",
                        key=key) from None
@@ -50,3 +49,13 @@ def call_factory(arch: FactoryArch):
     if not isinstance(model, torch.nn.Module):
         raise BadInput(f"{arch.function} returned {type(model).__name__}, not a torch.nn.Module", key=key)
     return model
+
+
+def _forget(top: str, root: Path) -> None:
+    """Drop the package ``top`` and its submodules from ``sys.modules`` when ``root`` holds that package: the files
+    may have changed since this process imported them, or an earlier call imported a package of the same name from
+    another folder (reloading only the leaf module would then find its siblings, even itself, in that folder)."""
+    if not ((root / top).is_dir() or (root / f"{top}.py").is_file()):
+        return
+    for name in [n for n in sys.modules if n == top or n.startswith(f"{top}.")]:
+        del sys.modules[name]
