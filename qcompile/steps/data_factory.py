@@ -152,7 +152,8 @@ class Spool:
                            f"the model's inputs are {list(self.specs)}){hint}", key=KEY)
         extra = sorted(str(k) for k in batch if k not in want)
         if extra:
-            hint = " (data.labels is false)" if extra == [LABELS_KEY] else f"; the model's inputs are {list(self.specs)}"
+            hint = (" (data.labels is false)" if extra == [LABELS_KEY]
+                    else f"; the model's inputs are {list(self.specs)}")
             raise BadInput(f"{fn} gave {extra} in batch {i}, which the model does not take{hint}", key=KEY)
         out, rows, single = {}, None, None
         for name, spec in self.specs.items():
