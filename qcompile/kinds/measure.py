@@ -122,7 +122,7 @@ def metric_source(name: str, metric: UserMetric) -> Path:
         raise BadInput(f"{metric.function} does not import: {path} has a syntax error ({e})", key=key) from None
     if fn not in _top_level_names(tree) and not _star_import(tree):
         raise BadInput(f"{metric.function}: {path} defines no {fn!r} at its top level", key=key)
-    return path
+    return path.resolve()  # absolute in the lockfile, so a rebuild from another folder finds it
 
 
 def _top_level_names(tree) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import BadInput
@@ -23,7 +24,7 @@ def load_metric(name: str, metric: UserMetric) -> Callable[..., Any]:
     import importlib
 
     module_name, _, fn_name = metric.function.partition(":")
-    root = str(metric.root)
+    root = str(Path(metric.root).resolve())  # the default "." named as the folder it is, in messages too
     sys.path.insert(0, root)
     try:
         importlib.invalidate_caches()
@@ -39,7 +40,9 @@ def load_metric(name: str, metric: UserMetric) -> Callable[..., Any]:
             sys.path.pop(0)
     fn = getattr(module, fn_name, None)
     if not callable(fn):
-        raise BadInput(f"metric {name!r}: {module_name} has no callable {fn_name!r}", key=_key(name))
+        what = "is missing" if fn is None else f"is a {type(fn).__name__}, not callable"
+        raise BadInput(f"metric {name!r}: {metric.function} {what} (module {module_name} has no callable "
+                       f"{fn_name!r})", key=_key(name))
     return fn
 
 
