@@ -150,3 +150,39 @@ def test_metric_that_fails_at_run_time(work, cache_dir, body, fragment):
     # The traceback of the user's code is kept in the failure record (qcompile cache ls --failed), not printed.
     records = [json.loads(p.read_text()) for p in (cache_dir / "failures").rglob("*.json")]
     assert any("mymetrics.py" in r["error"] or "mymetrics" in r["error"] for r in records), records
+
+
+def test_sweep_table_and_pareto_by_a_user_metric(tmp_path):
+    """A user metric is a sweep column; ``--metric`` makes it the quality axis, read its own way (lower is better
+    for an error); asking for one no job measured is bad input."""
+    from qcompile.report.sweep import collect_sweep, write_sweep_report
+
+    from .test_sweep_report import make_job, make_report
+
+    def report(p50: float, mae: float) -> dict:
+        r = make_report(0.95, p50, 500_000)
+        r["metrics"]["fp32"]["user"] = {"mae": 0.10}
+        r["metrics"]["int8"]["user"] = {"mae": mae}
+        r["user_metric_drop"] = {"int8": {"mae": round(mae - 0.10, 9)}}
+        r["user_metric_higher_is_better"] = {"mae": False}
+        return r
+
+    # job 0: fast and accurate; job 1: slower and worse (dominated); job 2: slowest, the smallest error.
+    for job, (p50, mae) in enumerate([(0.01, 0.11), (0.03, 0.12), (0.06, 0.105)]):
+        make_job(tmp_path, job, [f"quant.x={job}"], report(p50, mae))
+    rows = collect_sweep(tmp_path)
+    assert [r["user_mae"] for r in rows] == [0.11, 0.12, 0.105]
+    assert rows[0]["user_mae_fp32"] == 0.10 and rows[1]["user_mae_drop"] == pytest.approx(0.02)
+    write_sweep_report(tmp_path, metric="mae")
+    md = (tmp_path / "sweep.md").read_text()
+    assert "mae of the variant (your metric, eval.metrics)" in md and "user_mae (quality)" in md
+    with open(tmp_path / "sweep.csv") as f:
+        import csv
+
+        starred = [row["job"] for row in csv.DictReader(f) if row["pareto"] == "1"]
+    assert starred == ["0", "2"], "lower error is better: job 1 is dominated by job 0"
+
+    from qcompile.errors import BadInput
+
+    with pytest.raises(BadInput, match="f1"):
+        write_sweep_report(tmp_path, metric="f1")
