@@ -134,7 +134,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     d = Path(args.multirun_dir)
     if not d.is_dir():
         raise BadInput(f"not a folder: {d}")
-    for p in write_sweep_report(d).values():
+    for p in write_sweep_report(d, args.metric).values():
         Console().print(str(p))
     return 0
 
@@ -233,6 +233,8 @@ def make_parser() -> argparse.ArgumentParser:
                     "other one only (default: every pair)")
     rp = sub.add_parser("report", help="sweep table (md, csv) and Pareto plot of a multirun folder")
     rp.add_argument("multirun_dir")
+    rp.add_argument("--metric", metavar="NAME", help="plot and star by your metric eval.metrics.NAME instead of "
+                    "accuracy (or cosine)")
     k = sub.add_parser("cache", help="inspect and clean the cache")
     k.add_argument("action", choices=["ls", "info", "verify", "gc"])
     k.add_argument("--failed", action="store_true", help="ls: failed steps and their errors")

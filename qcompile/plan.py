@@ -11,7 +11,7 @@ from __future__ import annotations
 from .errors import BadInput
 from .graph import Node, Plan, Ref
 from .kinds import GROUPS, Builder, Variant
-from .kinds.measure import GATES
+from .kinds.measure import GATES, metric_source
 from .recipe.schema import Recipe
 from .steps.base import get_step
 from .steps.benchmark import BenchmarkParams
@@ -71,12 +71,13 @@ def _measure(b: Builder) -> None:
                                 bool(b.get("samples.pairs")))
     if problem:
         raise BadInput(problem[1], key=f"eval.{problem[0]}")
+    sources = _user_metrics(recipe)
     _check_sequence_lengths(b)
     # The target names its runtime's steps when they are not ONNX Runtime's (the same params either way).
     kinds = {"evaluate": "evaluate.ort", "benchmark": "benchmark.ort", **(b.get("runtime.steps") or {})}
     for v in b.variants:
         b.add(Node(f"evaluate.{v.name}", kinds["evaluate"],
-                   EvaluateParams(signature=sig, eval=recipe.eval, runtime=runtime),
+                   EvaluateParams(signature=sig, eval=recipe.eval, runtime=runtime, metric_sources=sources),
                    inputs={"model": v.runs, "data": samples}, publish={"metrics": f"metrics.{v.name}.json"}))
         b.add(Node(f"benchmark.{v.name}", kinds["benchmark"],
                    BenchmarkParams(**recipe.bench.model_dump(), runtime=runtime),
@@ -85,7 +86,8 @@ def _measure(b: Builder) -> None:
                  "benchmark": f"benchmark.{v.name}"}
         if v.name != REFERENCE:
             b.add(Node(f"compare.{v.name}", "compare.outputs",
-                       CompareParams(task=sig.task, output=sig.outputs[0].name, reference=REFERENCE, variant=v.name),
+                       CompareParams(task=sig.task, output=sig.outputs[0].name, reference=REFERENCE, variant=v.name,
+                                     higher_is_better={n: m.higher_is_better for n, m in recipe.eval.metrics.items()}),
                        inputs={"reference_outputs": Ref(f"evaluate.{REFERENCE}", "outputs"),
                                "reference_metrics": Ref(f"evaluate.{REFERENCE}", "metrics"),
                                "outputs": Ref(f"evaluate.{v.name}", "outputs"),
@@ -96,6 +98,18 @@ def _measure(b: Builder) -> None:
         b.plan.node(v.model.node).publish.setdefault(v.model.output, f"model.{v.name}.onnx")
         b.plan.variants[v.name] = {"scheme": v.scheme, "reference": v.name == REFERENCE, "nodes": nodes,
                                    "artifact": b.plan.node(v.model.node).publish[v.model.output]}
+
+
+def _user_metrics(recipe: Recipe) -> list:
+    """The module files of the user's metrics, by metric name; bad input for a gate on an undefined metric or a
+    function that cannot import (both found before anything runs)."""
+    metrics = recipe.eval.metrics
+    for name in sorted(recipe.eval.gates):
+        if name not in metrics:
+            defined = ", ".join(sorted(metrics)) or "none"
+            raise BadInput(f"gates a metric that eval.metrics does not define (defined: {defined})",
+                           key=f"eval.gates.{name}")
+    return [metric_source(name, metrics[name]) for name in sorted(metrics)]
 
 
 def _check_sequence_lengths(b: Builder) -> None:

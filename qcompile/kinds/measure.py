@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveInt
+from pathlib import Path
 
-from .section import Section
+from pydantic import Field, PositiveInt, model_validator
+
+from ..errors import BadInput
+from .section import Section, UserDir
+
+# A metric or gate name: it becomes a report key, a sweep column (user_<name>) and part of a recipe key.
+METRIC_NAME = r"^[A-Za-z_][\w]*$"
+
+
+class UserMetric(Section):
+    """A metric of the user's own: ``package.module:function`` called with the outputs (a dict of named numpy
+    arrays, by output name) and the labels of the evaluation split (None without labels); returns a float."""
+
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                          description="package.module:function(outputs, labels) -> float")
+    higher_is_better: bool = Field(True, description="false for an error (lower is better): drops and the Pareto "
+                                                     "front then read the other way")
+    root: UserDir = Field(Path("."), description="folder the module is imported from (default: the working "
+                                                 "directory)")
+
+
+class UserGate(Section):
+    """A gate on a user metric (``eval.metrics.<name>``): fails the build (exit 3) when the quantized variant's
+    value drops more than ``max_drop`` below FP32's (a drop respects higher_is_better), falls below ``min`` or
+    rises above ``max``."""
+
+    max_drop: float | None = Field(None, description="largest allowed drop from FP32's value (in the metric's "
+                                                     "units; for a lower-is-better metric, a rise)")
+    min: float | None = Field(None, description="the smallest value the variant may score")
+    max: float | None = Field(None, description="the largest value the variant may score (errors)")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> UserGate:
+        if self.max_drop is None and self.min is None and self.max is None:
+            raise ValueError("a gate needs max_drop, min or max")
+        return self
 
 
 class EvalSpec(Section):
@@ -24,7 +59,22 @@ class EvalSpec(Section):
         None, ge=0, le=1, description="fail the build below this mean top-5 overlap with FP32 (works without labels)")
     min_cosine: float | None = Field(
         None, ge=-1, le=1, description="fail the build below this mean output cosine with FP32 (works without labels)")
+    metrics: dict[str, UserMetric] = Field(
+        {}, description="your own metrics by name, computed for FP32 and every variant: "
+                        "{name: {function: package.module:function, higher_is_better: true}}",
+        json_schema_extra={"propertyNames": {"pattern": METRIC_NAME}})
+    gates: dict[str, UserGate] = Field(
+        {}, description="gates on your metrics, by metric name: {name: {max_drop: 0.01, min: 0.9}}")
     batch_size: PositiveInt = 64
+
+    @model_validator(mode="after")
+    def _metric_names(self) -> EvalSpec:
+        import re
+
+        for name in self.metrics:
+            if not re.match(METRIC_NAME, name):
+                raise ValueError(f"metric name {name!r} must be an identifier (letters, digits, _)")
+        return self
 
 
 class BenchSpec(Section):
@@ -48,4 +98,51 @@ class BenchSpec(Section):
 
 
 # The eval fields that are quality gates: checked on every build against the compare step's result, never keyed.
-GATES = tuple(name for name in EvalSpec.model_fields if name != "batch_size")
+# ``gates`` (the user metrics' gates) is one of them; ``metrics`` is not: a metric changes what evaluate writes.
+GATES = tuple(name for name in EvalSpec.model_fields if name not in ("batch_size", "metrics"))
+
+
+def metric_source(name: str, metric: UserMetric) -> Path:
+    """The module file of ``eval.metrics.<name>``, checked without running any of the user's code: the file must
+    exist under the metric's root and bind the function's name at its top level. Bad input otherwise, at plan time,
+    so a misspelt metric never costs an evaluation (its key holds the file's content digest)."""
+    import ast
+
+    from .model.factory import module_file
+
+    module, _, fn = metric.function.partition(":")
+    key = f"eval.metrics.{name}.function"
+    path = module_file(metric.root, module)
+    if path is None:
+        raise BadInput(f"{metric.function} does not import: no {module.replace('.', '/')}.py under {metric.root} "
+                       f"(set eval.metrics.{name}.root to the folder holding it)", key=key)
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError) as e:
+        raise BadInput(f"{metric.function} does not import: {path} has a syntax error ({e})", key=key) from None
+    if fn not in _top_level_names(tree) and not _star_import(tree):
+        raise BadInput(f"{metric.function}: {path} defines no {fn!r} at its top level", key=key)
+    return path.resolve()  # absolute in the lockfile, so a rebuild from another folder finds it
+
+
+def _top_level_names(tree) -> set[str]:
+    """Names a module binds at its top level (functions, classes, assignments, imports): where a metric lives."""
+    import ast
+
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def _star_import(tree) -> bool:
+    """True when the module does ``from x import *``: its names cannot be known without running it."""
+    import ast
+
+    return any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in tree.body)

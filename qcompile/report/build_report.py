@@ -12,10 +12,11 @@ from typing import Any
 from ..graph import StepOutcome
 from .pareto import point_label, point_order
 from .search_report import markdown as search_markdown
+from .user_metrics import user_markdown
 
 # 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name; 3: p50_ci per batch size, speedup_verdict;
-# 4: deployable, next_steps
-REPORT_VERSION = 4
+# 4: deployable, next_steps; 5: user metrics (metrics[variant]["user"], user_metric_drop)
+REPORT_VERSION = 5
 
 FASTER, SLOWER, NO_DIFFERENCE = "faster", "slower", "no measurable difference"
 
@@ -74,6 +75,8 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
     variants = lock["variants"]
     reference = next(name for name, v in variants.items() if v["reference"])
     metrics, fidelity, drops, speedups, verdicts, schemes, corr_drops = {}, {}, {}, {}, {}, {}, {}
+    user_drops: dict[str, dict[str, float]] = {}
+    higher: dict[str, bool] = {}
     for name, v in variants.items():
         ev = by_name[v["nodes"]["evaluate"]].result
         lat = by_name[v["nodes"]["benchmark"]].result
@@ -82,12 +85,17 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
                          "top5": scores.get("top5"), "spearman": scores.get("spearman"),
                          "pearson": scores.get("pearson"), "latency_ms": _latency(lat),
                          "host_load": lat.get("host_load")}
+        if ev.get("user") is not None:  # eval.metrics: the user's own, by name
+            metrics[name]["user"] = ev["user"]
         schemes[name] = v["scheme"]
         if "compare" in v["nodes"]:
             cmp = by_name[v["nodes"]["compare"]].result
             fidelity[name] = cmp["fidelity"]
             drops[name] = (cmp.get("drop") or {}).get("top1")
             corr_drops[name] = (cmp.get("drop") or {}).get("spearman")
+            if cmp.get("user_drop") is not None:
+                user_drops[name] = cmp["user_drop"]
+                higher = cmp.get("higher_is_better") or {}
     for name in variants:
         if name != reference:
             ref_lat, lat = metrics[reference]["latency_ms"], metrics[name]["latency_ms"]
@@ -115,6 +123,9 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
         "metrics": metrics,
         "accuracy_drop": drops,
         "correlation_drop": corr_drops,
+        # How much each user metric got worse per variant (a rise, for a lower-is-better metric).
+        "user_metric_drop": user_drops,
+        "user_metric_higher_is_better": higher,
         "fidelity": fidelity,
         "eval_samples": by_name[variants[reference]["nodes"]["evaluate"]].result.get("samples"),
         "speedup_p50": speedups,
@@ -215,6 +226,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             lines.append(f"{name} latency vs {ref} (p50): "
                          + ", ".join(f"{point_label(b)}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items())
                          + ".")
+    lines += user_markdown(report)
     for n in report["notes"]:
         lines.append(f"\nNote: {n}")
     lines += search_markdown(report)

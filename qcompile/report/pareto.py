@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
+
 Row = dict[str, Any]
 LAT_PREFIX = "p50_ms_bs"
 
@@ -37,7 +39,7 @@ def measurably_faster(a: tuple[float, float | None, float | None], b: tuple[floa
 
 
 def pareto_front(rows: list[Row], quality_key: str, latency_key: str,
-                 ci: tuple[str, str] | None = None) -> set[int]:
+                 ci: tuple[str, str] | None = None, higher_is_better: bool = True) -> set[int]:
     """Indices of the rows no other row dominates (higher quality is better, lower latency is better), with
     latency compared beyond the noise when ``ci`` names the rows' CI bound keys (see ``measurably_faster``).
 
@@ -46,9 +48,11 @@ def pareto_front(rows: list[Row], quality_key: str, latency_key: str,
     beats every at-least-as-good candidate beyond the noise: a speed advantage inside the noise buys nothing.
     Variants equal in quality whose CIs overlap are both on the front (a tie, as are identical numbers).
     Without CIs this is the classic definition. Rows lacking a quality or a p50 never are on the front.
+    ``higher_is_better=False`` (a user metric that is an error) reads quality the other way.
     """
     lo_key, hi_key = ci or ("", "")
-    pts = {i: (r[quality_key], (r[latency_key], r.get(lo_key), r.get(hi_key))) for i, r in enumerate(rows)
+    sign = 1 if higher_is_better else -1
+    pts = {i: (sign * r[quality_key], (r[latency_key], r.get(lo_key), r.get(hi_key))) for i, r in enumerate(rows)
            if r.get(quality_key) is not None and r.get(latency_key) is not None}
 
     def dominates(j: int, i: int) -> bool:
@@ -73,16 +77,33 @@ def point_label(point: str) -> str:
     return f"batch {bs}" + (f", {seq} tokens" if seq else "")
 
 
-def choose_axes(rows: list[Row]) -> tuple[str, str | None]:
-    """(quality_key, latency_key) for a sweep: accuracy when every built variant has labels, Spearman correlation
-    with human scores when every one has scored pairs (embedding models), else output cosine (synthetic data has
-    no labels); p50 at the smallest batch size (and shortest sequence) measured."""
+USER_PREFIX = "user_"  # sweep columns of the user's own metrics (eval.metrics): user_<name>, user_<name>_fp32...
+
+
+def choose_axes(rows: list[Row], metric: str | None = None) -> tuple[str, str | None]:
+    """(quality_key, latency_key) for a sweep: the user metric ``metric`` (eval.metrics.<metric>) when given,
+    else accuracy when every built variant has labels, Spearman correlation with human scores when every one has
+    scored pairs (embedding models), else output cosine (synthetic data has no labels); p50 at the smallest batch
+    size (and shortest sequence) measured. Bad input when no built variant measured ``metric``."""
     built = [r for r in rows if r["status"] in ("ok", "gate_failed")]
+    if metric is not None:
+        if not any(r.get(USER_PREFIX + metric) is not None for r in built):
+            have = sorted({k[len(USER_PREFIX):] for r in built for k in r if k.startswith(USER_PREFIX)
+                           and not k.endswith(("_fp32", "_drop", "_higher_is_better"))})
+            raise BadInput(f"no built variant of the sweep measured the metric {metric!r} (its user metrics: "
+                           f"{', '.join(have) or 'none'})", key="--metric")
     has = {k: bool(built) and all(r.get(k) is not None for r in built) for k in ("accuracy", "spearman")}
     lat_cols = sorted((k for k in (rows[0] if rows else {}) if k.startswith(LAT_PREFIX)),
                       key=lambda k: point_order(k[len(LAT_PREFIX):]))
+    if metric is not None:
+        return USER_PREFIX + metric, (lat_cols[0] if lat_cols else None)
     quality = "accuracy" if has["accuracy"] else "spearman" if has["spearman"] else "cosine_mean"
     return quality, (lat_cols[0] if lat_cols else None)
+
+
+def higher_is_better(rows: list[Row], quality_key: str) -> bool:
+    """Which way the quality axis reads: built-in measures up; a user metric as its rows say (eval.metrics)."""
+    return not any(r.get(f"{quality_key}_higher_is_better") is False for r in rows)
 
 
 def quality_label(quality_key: str) -> str:
@@ -91,6 +112,8 @@ def quality_label(quality_key: str) -> str:
         return "accuracy of the variant (%)"
     if quality_key == "spearman":
         return "Spearman correlation of embedding cosine with human scores"
+    if quality_key.startswith(USER_PREFIX):
+        return f"{quality_key[len(USER_PREFIX):]} of the variant (your metric, eval.metrics)"
     return "output cosine vs FP32 (mean; data has no labels)"
 
 
@@ -125,7 +148,7 @@ def reference_points(rows: list[Row], quality_key: str, latency_key: str | None
     for r in rows:
         if r["status"] not in ("ok", "gate_failed") or r.get(ref_key(latency_key)) is None:
             continue
-        if quality_key in ("accuracy", "spearman"):
+        if quality_key in ("accuracy", "spearman") or quality_key.startswith(USER_PREFIX):
             ref = r.get(f"{quality_key}_fp32")
             quality = None if ref is None else ref * (100 if quality_key == "accuracy" else 1)
         else:
@@ -217,7 +240,8 @@ def plot_pareto(rows: list[Row], front: set[int], quality_key: str, latency_key:
                 ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xlabel(f"latency p50 (ms), {point_label(latency_key[len(LAT_PREFIX):]) if latency_key else 'batch ?'}  "
                   "(lower is better)")
-    ax.set_ylabel(quality_label(quality_key) + "\n(higher is better)")
+    ax.set_ylabel(quality_label(quality_key)
+                  + ("\n(higher is better)" if higher_is_better(rows, quality_key) else "\n(lower is better)"))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.15, y=0.2)

@@ -20,8 +20,10 @@ from hydra.experimental.callback import Callback
 from ..errors import QcompileError
 from .pareto import (
     LAT_PREFIX,
+    USER_PREFIX,
     choose_axes,
     ci_keys,
+    higher_is_better,
     pareto_front,
     point_label,
     point_order,
@@ -58,7 +60,7 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any]]:
+def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any], dict[str, Any]]:
     import yaml
 
     report = _read_json(job_dir / "report.json")
@@ -113,7 +115,14 @@ def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any]]:
             ci = _get(lat, "p50_ci") or [None, None]
             latency.setdefault(str(bs), {}).update({f"{prefix}p50": _get(lat, "p50"), f"{prefix}lo": ci[0],
                                                      f"{prefix}hi": ci[1]})
-    return row, latency
+    # The user's own metrics (eval.metrics): the variant's value, FP32's, the drop and which way is better.
+    user: dict[str, Any] = {}
+    for name, value in sorted((measured.get("user") or {}).items()):
+        key = USER_PREFIX + name
+        user.update({key: value, f"{key}_fp32": _get(report, "metrics", ref, "user", name),
+                     f"{key}_drop": _get(report, "user_metric_drop", variant, name),
+                     f"{key}_higher_is_better": _get(report, "user_metric_higher_is_better", name)})
+    return row, latency, user
 
 
 def _variants(report: dict | None) -> tuple[str, str | None]:
@@ -135,9 +144,11 @@ def collect_sweep(sweep_dir: Path) -> list[Row]:
     sweep_dir = Path(sweep_dir)
     jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     parsed = [_job_row(p) for p in jobs]
-    batch_sizes = sorted({bs for _, lat in parsed for bs in lat}, key=point_order)
+    batch_sizes = sorted({bs for _, lat, _ in parsed for bs in lat}, key=point_order)
+    # Every row gets every user metric column any job has (None where a job did not define it).
+    user_cols = list(dict.fromkeys(k for _, _, user in parsed for k in user))
     rows = []
-    for row, lat in parsed:
+    for row, lat, user in parsed:
         # Latency columns sit before the size, keeping the per-job measurements together.
         items = list(row.items())
         at = list(row).index("size_bytes")
@@ -148,6 +159,7 @@ def collect_sweep(sweep_dir: Path) -> list[Row]:
                 got = lat.get(b, {})
                 for key, field in zip((p50_key, *ci_keys(p50_key)), ("p50", "lo", "hi")):
                     cols.append((ref_key(key), got.get(f"ref_{field}")) if ref else (key, got.get(field)))
+        cols += [(k, user.get(k)) for k in user_cols]
         rows.append(dict(items[:at] + cols + items[at:]))
     return rows
 
@@ -173,6 +185,8 @@ def _md_cell(key: str, v: Any) -> str:
         return f"{v * 100:.2f} pt"
     if key in ("spearman", "spearman_fp32"):
         return f"{v:.4f}"
+    if key.startswith(USER_PREFIX) and isinstance(v, float):
+        return f"{v:.6g}"
     if key == "cosine_mean":
         return f"{v:.5f}"
     if key == "size_bytes":
@@ -197,7 +211,7 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
              "`ref_` columns are each job's reference (FP32).", ""]
     # A CI is one column here, "[lo, hi]" under p50_ci_ms_bs<N>; the CSV keeps its bounds apart for machines.
     # Columns no row has a value in (accuracy of an embedding model, correlation of a classifier) are left out.
-    table_cols = [c for c in columns if c != "error" and "_ci_hi_" not in c
+    table_cols = [c for c in columns if c != "error" and "_ci_hi_" not in c and not c.endswith("_higher_is_better")
                   and (c in _TEXT_COLUMNS or c == "pareto" or any(r.get(c) not in (None, "") for r in rows))]
     headers = [f"{c} (quality)" if c == quality_key else c.replace("_ci_lo_", "_ci_") for c in table_cols]
     lines += ["| " + " | ".join(headers) + " |",
@@ -224,13 +238,14 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
     return "\n".join(lines) + "\n"
 
 
-def _build(sweep_dir: Path) -> tuple[dict[str, Path], list[Row], str, str | None]:
+def _build(sweep_dir: Path, metric: str | None = None) -> tuple[dict[str, Path], list[Row], str, str | None]:
     sweep_dir = Path(sweep_dir)
     rows = collect_sweep(sweep_dir)
-    quality_key, latency_key = choose_axes(rows)
+    quality_key, latency_key = choose_axes(rows, metric)
     # Only variants that passed their gates are candidates: a rejected build is not a deployment option.
     ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
-    front = ({ok[j] for j in pareto_front([rows[i] for i in ok], quality_key, latency_key, ci_keys(latency_key))}
+    front = ({ok[j] for j in pareto_front([rows[i] for i in ok], quality_key, latency_key, ci_keys(latency_key),
+                                          higher_is_better(rows, quality_key))}
              if latency_key else set())
     for i, r in enumerate(rows):
         r["pareto"] = i in front
@@ -262,12 +277,13 @@ def _build(sweep_dir: Path) -> tuple[dict[str, Path], list[Row], str, str | None
     return paths, rows, quality_key, latency_key
 
 
-def write_sweep_report(sweep_dir: Path) -> dict[str, Path]:
+def write_sweep_report(sweep_dir: Path, metric: str | None = None) -> dict[str, Path]:
     """Write ``sweep.md``, ``sweep.csv`` and ``pareto.png`` into ``sweep_dir``; return {"md", "csv", "png"} paths.
 
+    ``metric``: a user metric (``eval.metrics.<name>``) as the quality axis instead of the built-in choice.
     The PNG needs matplotlib; without it the tables are still written and "png" is absent from the result.
     """
-    return _build(sweep_dir)[0]
+    return _build(sweep_dir, metric)[0]
 
 
 def _print_summary(rows: list[Row], paths: dict[str, Path], quality_key: str, latency_key: str | None) -> None:
@@ -297,10 +313,14 @@ def sweep_exit_code(sweep_dir: Path) -> int:
 class SweepReportCallback(Callback):
     """Hydra callback: when a multirun ends, write the sweep report and print its summary.
 
-    Enable with ``hydra.callbacks.sweep_report._target_=qcompile.report.sweep.SweepReportCallback``.
+    Enable with ``hydra.callbacks.sweep_report._target_=qcompile.report.sweep.SweepReportCallback``;
+    ``+hydra.callbacks.sweep_report.metric=NAME`` plots the user metric ``eval.metrics.NAME`` as the quality axis.
     """
+
+    def __init__(self, metric: str | None = None) -> None:
+        self.metric = metric
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         """Write the report for ``config.hydra.sweep.dir`` and print a summary to stderr."""
-        paths, rows, quality_key, latency_key = _build(Path(str(config.hydra.sweep.dir)))
+        paths, rows, quality_key, latency_key = _build(Path(str(config.hydra.sweep.dir)), self.metric)
         _print_summary(rows, paths, quality_key, latency_key)

@@ -13,6 +13,7 @@ from ..signature import Task
 from .arrays import load_samples
 from .base import Step, StepContext, StepParams, register
 from .metrics import MEASURES, fidelity
+from .user_metrics import user_drops
 
 # gate key -> (metric, "max" drop of a score | "min" of a fidelity metric)
 GATES = {"max_accuracy_drop": ("top1", "drop"), "max_top5_drop": ("top5", "drop"),
@@ -67,6 +68,7 @@ class CompareParams(StepParams):
     output: str
     reference: str
     variant: str
+    higher_is_better: dict[str, bool] = {}  # per user metric (eval.metrics): which way is a drop
 
 
 @register
@@ -75,7 +77,8 @@ class CompareOutputsStep(Step):
 
     kind = "compare.outputs"
     Params = CompareParams
-    version = 3  # 2: confidence interval of the top-1 drop; 3: correlation drops of embedding models
+    # 2: confidence interval of the top-1 drop; 3: correlation drops of embedding models; 4: user metrics
+    version = 4
     inputs = ("reference_outputs", "reference_metrics", "outputs", "metrics", "data")
     outputs = {"comparison": "comparison.json"}
     libraries = ("numpy",)
@@ -83,8 +86,9 @@ class CompareOutputsStep(Step):
     def run(self, ctx: StepContext, p: CompareParams) -> dict[str, Any]:
         ref, _ = load_samples(ctx.inputs["reference_outputs"])
         out, _ = load_samples(ctx.inputs["outputs"])
-        ref_scores = json.loads(ctx.inputs["reference_metrics"].read_text())["scores"]
-        scores = json.loads(ctx.inputs["metrics"].read_text())["scores"]
+        ref_metrics = json.loads(ctx.inputs["reference_metrics"].read_text())
+        var_metrics = json.loads(ctx.inputs["metrics"].read_text())
+        ref_scores, scores = ref_metrics["scores"], var_metrics["scores"]
         drop, ci = None, None
         if ref_scores is not None and scores is not None:
             drop = {k: round(ref_scores[k] - scores[k], 6) for k in ref_scores if k in scores}
@@ -94,6 +98,10 @@ class CompareOutputsStep(Step):
         result = {"reference": p.reference, "variant": p.variant,
                   "fidelity": fidelity(p.task, ref[p.output], out[p.output]),
                   "scores": {p.reference: ref_scores, p.variant: scores}, "drop": drop, "drop_ci95": ci}
+        if p.higher_is_better:
+            ref_user, user = ref_metrics.get("user") or {}, var_metrics.get("user") or {}
+            result.update(user={p.reference: ref_user, p.variant: user}, higher_is_better=p.higher_is_better,
+                          user_drop=user_drops(ref_user, user, p.higher_is_better))
         ctx.out("comparison").write_text(json.dumps(result, indent=2, sort_keys=True))
         return result
 
@@ -101,6 +109,7 @@ class CompareOutputsStep(Step):
         # One unit throughout: accuracies and agreement in percent, drops in points, the limit in the same unit
         # next to the recipe key's own value (a fraction), so "0.01" is never printed as "1.00" unexplained.
         problems = []
+        problems += _user_gate_problems(result, gate.get("gates") or {})
         for key, limit in sorted(gate.items()):
             if limit is None or key not in GATES:
                 continue
@@ -165,6 +174,37 @@ def _fidelity_problem(result: dict[str, Any], key: str, metric: str, value: floa
         shown, least = f"{value:.{d}f}", f"{limit:.{d}f}"
     return (f"{result['variant']} {LABELS[metric]} with {result['reference']} is {shown}; eval.{key}={limit:g} "
             f"asks at least {least}")
+
+
+def _user_gate_problems(result: dict[str, Any], gates: dict[str, Any]) -> list[str]:
+    """What breaks the user metrics' gates (``eval.gates.<name>``), in the style of the built-in gates' messages:
+    the variant's value, the reference's, the recipe key with its limit. A drop respects higher_is_better."""
+    problems = []
+    variant, ref = result["variant"], result["reference"]
+    user = result.get("user") or {}
+    for name, g in sorted(gates.items()):
+        value, base = (user.get(variant) or {}).get(name), (user.get(ref) or {}).get(name)
+        if value is None:  # the plan refuses gates on undefined metrics: only a result from before them lands here
+            problems.append(f"eval.gates.{name} asks for the metric {name}, which this build did not measure")
+            continue
+        higher = (result.get("higher_is_better") or {}).get(name, True)
+        drop = (result.get("user_drop") or {}).get(name)
+        if g.get("max_drop") is not None and drop is not None and drop > g["max_drop"]:
+            limit = g["max_drop"]
+            d = _decimals(drop, limit, 1, 4)
+            way = "below" if higher else "above"
+            problems.append(f"{variant} {name} {value:.{d}f} is {drop:.{d}f} {way} {ref}'s {base:.{d}f} "
+                            f"({'higher' if higher else 'lower'} is better); eval.gates.{name}.max_drop={limit:g} "
+                            f"allows {limit:.{d}f}")
+        if g.get("min") is not None and not value >= g["min"]:
+            d = _decimals(value, g["min"], 1, 4)
+            problems.append(f"{variant} {name} is {value:.{d}f} ({ref}: {base:.{d}f}); "
+                            f"eval.gates.{name}.min={g['min']:g} asks at least {g['min']:.{d}f}")
+        if g.get("max") is not None and not value <= g["max"]:
+            d = _decimals(value, g["max"], 1, 4)
+            problems.append(f"{variant} {name} is {value:.{d}f} ({ref}: {base:.{d}f}); "
+                            f"eval.gates.{name}.max={g['max']:g} allows at most {g['max']:.{d}f}")
+    return problems
 
 
 def drop_interval_note(result: dict[str, Any], limit: float | None) -> str | None:

@@ -4,6 +4,7 @@ with labels, its task scores. FP32's evaluation has a key no quant option touche
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
@@ -13,15 +14,17 @@ from .arrays import count, load_pairs, load_samples, model_batches, save_samples
 from .base import Step, StepContext, StepParams, register
 from .metrics import scores
 from .ort_session import session
+from .user_metrics import user_scores
 
 
 class EvaluateParams(StepParams):
-    """The eval section (its batch size; the gates are judged by compare), the model's signature and the target's
-    runtime."""
+    """The eval section (its batch size and user metrics; the gates are judged by compare), the model's signature,
+    the target's runtime and the module files of the user metrics (in metric-name order)."""
 
     signature: Signature
     eval: EvalSpec
     runtime: dict[str, Any]
+    metric_sources: list[Path] = []  # their content digests join the key: editing a metric re-evaluates
 
 
 @register
@@ -30,14 +33,15 @@ class OrtEvaluateStep(Step):
 
     kind = "evaluate.ort"
     # 2: one variant per node; outputs kept for compare; 3: non-finite outputs and labels checked; 4: params hold
-    # the eval section; 5: scored pairs (Spearman, Pearson), token batches cut to their longest text
-    version = 5
+    # the eval section; 5: scored pairs (Spearman, Pearson), token batches cut to their longest text; 6: user metrics
+    version = 6
     Params = EvaluateParams
     inputs = ("model", "data")
     outputs = {"outputs": "outputs.npz", "metrics": "metrics.json"}
     libraries = ("onnxruntime", "numpy")
     # Gates change no output: a stricter one rejudges the stored result instead of evaluating again.
     unkeyed = tuple(f"eval.{gate}" for gate in GATES)
+    file_fields = ("metric_sources",)
 
     def open_session(self, path, runtime: dict[str, Any]):
         """The session this step runs: ONNX Runtime (a target's own runtime step overrides it)."""
@@ -69,5 +73,7 @@ class OrtEvaluateStep(Step):
         save_samples(ctx.out("outputs"), outputs)
         metrics = {"samples": count(inputs), "task": p.signature.task,
                    "scores": scores(p.signature.task, first, labels, load_pairs(ctx.inputs["data"]))}
+        if p.eval.metrics:  # every output, not only the first the built-in metrics read (a detector's boxes too)
+            metrics["user"] = user_scores(p.eval.metrics, outputs, labels)
         ctx.out("metrics").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
