@@ -149,6 +149,10 @@ def print_outcome(result: BuildResult) -> None:
         acc = m[name]["accuracy"]
         if acc is not None:
             parts.append(f"{name} accuracy {acc * 100:.2f}% ({ref} {m[ref]['accuracy'] * 100:.2f}%)")
+        for metric, value in sorted((m[name].get("user") or {}).items()):
+            ref_value = (m[ref].get("user") or {}).get(metric)
+            if value is not None and ref_value is not None:
+                parts.append(f"{name} {metric} {value:.4g} ({ref} {ref_value:.4g})")
         rho = m[name].get("spearman")
         if rho is not None and m[ref].get("spearman") is not None:
             parts.append(f"{name} Spearman {rho:.4f} ({ref} {m[ref]['spearman']:.4f})")

@@ -12,7 +12,9 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict
 
 Dim = Union[int, str]
-Task = Literal["classification", "embedding"]
+# classification: top-1/top-5 against labels; embedding: Spearman/Pearson against scored pairs; other (regression,
+# detection, anything else): fidelity to FP32 (cosine, max abs difference) plus the recipe's own metrics.
+Task = Literal["classification", "embedding", "other"]
 DTypes = Literal["float32", "float16", "int64", "int32", "uint8", "int8", "bool"]
 
 
@@ -37,7 +39,7 @@ class TensorSpec(BaseModel):
 
 
 class Signature(BaseModel):
-    """What a model takes and gives, and its task (``classification`` or ``embedding``)."""
+    """What a model takes and gives, and its task (``classification``, ``embedding`` or ``other``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

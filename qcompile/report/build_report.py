@@ -185,17 +185,20 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     if report.get("measured_on"):
         lines += [f"Measured on {report['measured_on']}.", ""]
     # An embedding model is judged on how its cosines rank human-scored pairs, a classifier on accuracy.
+    # A model without built-in scores (regression...) shows none: its own metrics have their table below.
     correlated = any(m[n].get("spearman") is not None for n in report["variants"])
-    quality = ("Spearman", "Pearson") if correlated else ("top-1", "top-5")
-    lines += ["## Models", "", f"| variant | size | {quality[0]} | {quality[1]} | " +
+    scored = correlated or any(m[n].get("accuracy") is not None for n in report["variants"]) \
+        or not report.get("user_metric_higher_is_better")
+    quality = ("Spearman", "Pearson") if correlated else ("top-1", "top-5") if scored else ()
+    lines += ["## Models", "", "| variant | size | " + "".join(f"{q} | " for q in quality) +
               " | ".join(f"p50 ms [95% CI] ({point_label(bs)})" for bs in batches) + " |",
-              "|---|---:|---:|---:|" + "---:|" * len(batches)]
+              "|---|---:|" + "---:|" * (len(quality) + len(batches))]
     for name in report["variants"]:
         v = m[name]
         lat = " | ".join(_latency_cell(v["latency_ms"].get(bs)) for bs in batches)
         scores = (_fmt(v.get("spearman")), _fmt(v.get("pearson"))) if correlated else \
-            (_fmt(v["accuracy"], pct=True), _fmt(v["top5"], pct=True))
-        lines.append(f"| {name} | {_size(v['size_bytes'])} | {scores[0]} | {scores[1]} | {lat} |")
+            (_fmt(v["accuracy"], pct=True), _fmt(v["top5"], pct=True)) if scored else ()
+        lines.append(f"| {name} | {_size(v['size_bytes'])} | " + "".join(f"{c} | " for c in scores) + f"{lat} |")
     if any(lat.get("ci_reached") is False for n in report["variants"] for lat in m[n]["latency_ms"].values()):
         lines += ["", "† the confidence interval did not narrow to the recipe's bench.ci_width within "
                   "bench.max_seconds (see the notes)."]

@@ -77,8 +77,9 @@ class CompareOutputsStep(Step):
 
     kind = "compare.outputs"
     Params = CompareParams
-    # 2: confidence interval of the top-1 drop; 3: correlation drops of embedding models; 4: user metrics
-    version = 4
+    # 2: confidence interval of the top-1 drop; 3: correlation drops of embedding models; 4: user metrics; 5: the
+    # fidelity of one-value outputs (task other) over the whole column
+    version = 5
     inputs = ("reference_outputs", "reference_metrics", "outputs", "metrics", "data")
     outputs = {"comparison": "comparison.json"}
     libraries = ("numpy",)

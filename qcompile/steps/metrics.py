@@ -72,6 +72,20 @@ def embedding_fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
             "max_abs_diff": float(np.abs(_rows(ref) - _rows(out)).max())}
 
 
+def other_fidelity(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """Closeness of any outputs to FP32's. Rows one value wide (a regression's prediction) have no direction of
+    their own, so their cosine is taken over the whole column rather than per row (where it would only say whether
+    the signs agree)."""
+    import numpy as np
+
+    if _rows(ref).shape[1] > 1:
+        return embedding_fidelity(ref, out)
+    cos = float(cosine_rows(_rows(ref).reshape(1, -1), _rows(out).reshape(1, -1))[0])
+    diff = np.abs(_rows(ref) - _rows(out))
+    return {"cosine_mean": cos, "cosine_min": cos, "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean())}
+
+
 def ranks(x: np.ndarray) -> np.ndarray:
     """Ranks from 1, ties given their average rank (what Spearman's correlation needs)."""
     import numpy as np
@@ -110,12 +124,14 @@ def similarity_scores(emb: np.ndarray, pairs: np.ndarray) -> dict[str, float]:
 # What each task can measure: scores need labels (or scored pairs); fidelity needs only the reference's outputs.
 MEASURES = {"classification": ({"top1", "top5"}, {"top1_agreement", "top5_overlap", "cosine_mean", "cosine_min",
                                                   "max_abs_diff"}),
-            "embedding": ({"spearman", "pearson"}, {"cosine_mean", "cosine_min", "max_abs_diff"})}
+            "embedding": ({"spearman", "pearson"}, {"cosine_mean", "cosine_min", "max_abs_diff"}),
+            "other": (set(), {"cosine_mean", "cosine_min", "max_abs_diff", "mean_abs_diff"})}
 
 # task -> fidelity to the reference
 TASKS: dict[str, Callable[..., dict[str, float]]] = {
     "classification": classification_fidelity,
     "embedding": embedding_fidelity,
+    "other": lambda ref, out: other_fidelity(ref, out),  # no built-in score: closeness to FP32, and eval.metrics
 }
 
 

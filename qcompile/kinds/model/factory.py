@@ -12,7 +12,7 @@ from pydantic import Field, PositiveInt
 from ...errors import BadInput
 from ...graph import Node, Ref, StepParams
 from ...models.arch import FactoryArch
-from ...signature import image_classifier
+from ...signature import Task, image_classifier
 from ..registry import register
 from ..section import ExportSpec, Kind, Normalize, Preprocess, UserDir, UserFile, contract
 from ._torch import provide_torch_model
@@ -41,8 +41,12 @@ class FactoryModel(Kind):
                                                  "directory)")
     weights: UserFile | None = Field(None, description="a state_dict file to load (weights_only=True); null: the "
                                                        "function's own weights")
-    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (3, 224, 224)
-    num_classes: PositiveInt = 1000
+    input_shape: tuple[PositiveInt, ...] = Field((3, 224, 224), min_length=1, description="the input's shape after "
+                                                 "the batch axis ([C, H, W] for an image model)")
+    num_classes: PositiveInt = Field(1000, description="size of the output after the batch axis: classes of a "
+                                                       "classifier, values of a regression")
+    task: Task = Field("classification", description="classification: top-1/top-5 against integer labels; other "
+                                                     "(regression...): fidelity to FP32 plus eval.metrics")
     labels: list[str] | None = Field(None, description="class names, in output order (for the bundle and labels)")
     normalize: Normalize | None = Field(None, description="input normalisation (needed for image data and bundles)")
     preprocess: Preprocess | None = Field(None, description="resize, crop, interpolation, colour of image files")
@@ -60,7 +64,10 @@ class FactoryModel(Kind):
         if self.labels is not None and len(self.labels) != self.num_classes:
             raise BadInput(f"names {len(self.labels)} classes; num_classes is {self.num_classes}", key="model.labels")
         self._source()
-        b.provide("signature", image_classifier(self.input_shape, self.num_classes, self.export.dynamic_batch), self)
+        sig = image_classifier(self.input_shape, self.num_classes, self.export.dynamic_batch,
+                               output_name="logits" if self.task == "classification" else "prediction")
+        b.provide("signature", sig if self.task == "classification" else sig.model_copy(update={"task": self.task}),
+                  self)
         b.provide("preprocess", contract(self.input_shape, self.normalize, self.preprocess), self)
         if self.labels is not None:
             b.provide("labels", list(self.labels), self)
