@@ -48,3 +48,16 @@ def test_a_gate_on_an_undefined_metric_is_refused(cache_dir, tmp_path):
                    cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 2 and "eval.gates.f1" in proc.stderr, proc.stderr[-2000:]
     assert cache_entries(cache_dir) == []
+
+
+def test_the_fallback_search_targets_a_user_metric(cache_dir, tmp_path):
+    """A clipping calibration (percentile 90) costs R^2 its gate; the search judges trials on eval.gates.r2 and
+    keeps nodes in float until it passes."""
+    proc = run_cli("build", "--config-name", "diabetes_regression", "quant.calibration.method=percentile",
+                   "quant.calibration.percentile=90", "quant.fallback.enabled=true", "hydra.run.dir=fb",
+                   cache=cache_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    search = json.loads((tmp_path / "fb" / "report.json").read_text())["search"]
+    first, chosen = search["trials"][0], search["trials"][search["chosen"]]
+    assert first["metric"] == "r2 (gates.r2)" and not first["passed"] and "eval.gates.r2.max_drop" in first["gate_error"]
+    assert chosen["passed"] and chosen["float_nodes"] and chosen["value"] > first["value"]

@@ -43,6 +43,14 @@ class Trial:
     status: str  # ran: some step ran; cached: every step was a cache hit
     seconds: float
     phase: str = "cumulative"  # alone: one row alone in float (rank=measured); cumulative: the search proper
+    higher_is_better: bool = True  # false for a user metric that is an error (eval.metrics.<name>)
+
+    @property
+    def merit(self) -> float:
+        """The value as a ranking reads it, higher better (the lowest when unmeasured)."""
+        if self.value is None:
+            return float("-inf")
+        return self.value if self.higher_is_better else -self.value
 
 
 @dataclass
@@ -105,10 +113,13 @@ def wants_search(recipe: Recipe) -> bool:
 
 
 def primary_metric(gate: dict[str, Any]) -> tuple[str, str, str]:
-    """(gate key, metric, how) of the first gate set: what a trial's value is (the higher the better)."""
+    """(gate key, metric, how) of the first gate set: what a trial's value is; a user metric's gate
+    (``eval.gates.<name>``) when no built-in gate is set."""
     for key, (metric, how) in GATES.items():
         if gate.get(key) is not None:
             return key, metric, how
+    for name in sorted(gate.get("gates") or {}):
+        return f"gates.{name}", name, "user"
     return "", "top1_agreement", "min"
 
 
@@ -172,7 +183,7 @@ def search(recipe: Recipe, cache: Cache, reporter: Reporter, ledger: Ledger) -> 
                     lo = mid
     if passing is not None:
         return SearchResult(runner.recipe_with(passing.float_nodes), runner.trials, passing.index, True, ranking)
-    best = max(runner.trials, key=lambda t: (t.value if t.value is not None else -1e9, -len(t.float_nodes)))
+    best = max(runner.trials, key=lambda t: (t.merit, -len(t.float_nodes)))
     return SearchResult(runner.recipe_with(best.float_nodes), runner.trials, best.index, False, ranking)
 
 
@@ -188,7 +199,7 @@ def _measure_alone(runner: TrialRunner, ranking: list[dict[str, Any]], fb) -> Tr
         t = runner.run([row], phase="alone")
         if t.passed:
             return t
-        measured.append((t.value if t.value is not None else float("-inf"), row))
+        measured.append((t.merit, row))
     if not measured:
         return None
     order = [row for _, row in sorted(measured, key=lambda m: -m[0])]
@@ -231,6 +242,7 @@ class TrialRunner:
         size = self._size(outcomes.get(model[0]), model[1])
         trial = Trial(index=len(self.trials), float_nodes=[n for r in rows for n in r["nodes"]],
                       metric=f"{metric} ({key})" if key else metric, value=value,
+                      higher_is_better=how != "user" or (judged.result.get("higher_is_better") or {}).get(metric, True),
                       passed=judged.gate_error is None, gate_error=judged.gate_error, size_bytes=size,
                       status="ran" if any(o.status == "ran" for o in outcomes.values()) else "cached",
                       seconds=round(time.perf_counter() - t0, 3), phase=phase)
@@ -255,7 +267,10 @@ class TrialRunner:
 
 
 def _value(result: dict[str, Any], metric: str, how: str, variant_name: str | None) -> float | None:
-    """The trial's value of ``metric``: the variant's score for a drop gate, the fidelity for a minimum gate."""
+    """The trial's value of ``metric``: the variant's score for a drop gate, the fidelity for a minimum gate, its
+    own value for a user metric."""
+    if how == "user":
+        return ((result.get("user") or {}).get(variant_name) or {}).get(metric)
     if how == "drop":
         scores = (result.get("scores") or {}).get(variant_name) or {}
         return scores.get(metric)
