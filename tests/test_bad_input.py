@@ -45,6 +45,9 @@ def _assert_bad_input(proc, *fragments, cache):
     (["model=resnet18", "model.weights=missing.pt", "data=synthetic"], ["model.weights", "missing.pt"]),
     (["model=resnet51"], ["resnet51"]),
     (["quant.nonexistent=1"], ["nonexistent"]),
+    # A typo for a count: refused at plan time, before a 109 PiB allocation.
+    (["model=resnet18", "model.input_shape=[3,32,32]", "data=synthetic", "data.eval_samples=10000000000000",
+      "eval.max_accuracy_drop=null"], ["data.eval_samples", "more than half of this machine's"]),
 ])
 def test_bad_recipe(args, fragments, cache_dir, tmp_path):
     proc = run_cli("build", *args, cache=cache_dir, cwd=tmp_path)
