@@ -108,14 +108,11 @@ def metric_source(name: str, metric: UserMetric) -> Path:
     so a misspelt metric never costs an evaluation (its key holds the file's content digest)."""
     import ast
 
-    from .model.factory import module_file
+    from .user_code import function_source
 
-    module, _, fn = metric.function.partition(":")
+    fn = metric.function.partition(":")[2]
     key = f"eval.metrics.{name}.function"
-    path = module_file(metric.root, module)
-    if path is None:
-        raise BadInput(f"{metric.function} does not import: no {module.replace('.', '/')}.py under {metric.root} "
-                       f"(set eval.metrics.{name}.root to the folder holding it)", key=key)
+    path = function_source(metric.function, metric.root, key, f"eval.metrics.{name}.root")
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError) as e:

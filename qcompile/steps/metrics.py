@@ -131,7 +131,7 @@ MEASURES = {"classification": ({"top1", "top5"}, {"top1_agreement", "top5_overla
 TASKS: dict[str, Callable[..., dict[str, float]]] = {
     "classification": classification_fidelity,
     "embedding": embedding_fidelity,
-    "other": lambda ref, out: other_fidelity(ref, out),  # no built-in score: closeness to FP32, and eval.metrics
+    "other": other_fidelity,  # no built-in score: closeness to FP32, and eval.metrics
 }
 
 

@@ -10,6 +10,7 @@ from ..kinds.quant.exclude import resolve
 from ..kinds.quant.int4_weight import NBITS_OPS, Int4WeightQuant, as_names_map, candidates, nothing_to_quantize
 from .arrays import count, fixed_batch, load_samples, model_batches
 from .base import Step, StepContext, register
+from .contrib_ops import import_contrib_domain
 from .quiet import quiet
 
 _QUANTIZER = "onnxruntime.quantization.matmul_nbits_quantizer"
@@ -164,10 +165,7 @@ class OrtInt4QuantizeStep(Step):
                                                  algo_config=_config(p, mnq, reader))
             quantizer.process()
         out = quantizer.model.model
-        # RTN and GPTQ write com.microsoft nodes without importing the domain: ORT loads the model, onnx's checker
-        # (and every other tool) refuses it.
-        if not any(o.domain == "com.microsoft" for o in out.opset_import):
-            out.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+        import_contrib_domain(out)  # RTN and GPTQ write MatMulNBits without importing its domain
         _set_accuracy_level(out, p.accuracy_level)
         onnx.checker.check_model(out)
         counts = {op: sum(1 for n in out.graph.node if n.op_type == q) for op, q in NBITS_OPS.items()}

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..kinds.model.hf_encoder import FusionParams
 from .base import Step, StepContext, register
+from .contrib_ops import import_contrib_domain
 from .quiet import quiet
 
 
@@ -29,11 +30,7 @@ class TransformerFusionStep(Step):
                                    hidden_size=p.hidden_size, opt_level=0)
             fused = {k: v for k, v in sorted(model.get_fused_operator_statistics().items()) if v}
         proto = model.model
-        # Fused nodes are com.microsoft contrib ops; the optimizer may leave that domain out of the opset imports
-        # (ORT loads the model anyway, onnx's checker and other tools do not).
-        if any(n.domain == "com.microsoft" for n in proto.graph.node) and \
-                not any(o.domain == "com.microsoft" for o in proto.opset_import):
-            proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+        import_contrib_domain(proto)  # fused nodes are contrib ops; the optimizer may not import their domain
         onnx.save(proto, str(ctx.out("model")))
         onnx.checker.check_model(str(ctx.out("model")))
         if not fused:

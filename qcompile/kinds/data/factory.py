@@ -12,9 +12,9 @@ from pydantic import Field
 from ...errors import BadInput
 from ...graph import Node, StepParams
 from ...signature import TensorSpec
-from ..model.factory import module_file
 from ..registry import register
 from ..section import UserDir
+from ..user_code import function_source
 from ._split import SplitData, provide_splits
 
 LABELS_KEY = "labels"  # the reserved key of a batch dict holding its labels (documented in docs/recipes.md)
@@ -40,12 +40,7 @@ class FactoryData(SplitData):
                                            "for a classifier; any shape otherwise); false: unlabelled")
 
     def _source(self) -> Path:
-        module = self.function.partition(":")[0]
-        path = module_file(self.root, module)
-        if path is None:
-            raise BadInput(f"{module} does not import: no {module.replace('.', '/')}.py under {self.root} (set "
-                           "data.root to the folder holding it)", key="data.function")
-        return path
+        return function_source(self.function, self.root, "data.function", "data.root")
 
     def compile(self, b) -> None:
         sig = b.need("signature", self)

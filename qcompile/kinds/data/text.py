@@ -4,7 +4,7 @@ it, or a tab-separated pair file, as STS-B does), so an encoder is judged on the
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -78,8 +78,3 @@ class TextParams(StepParams):
     inputs: tuple[str, ...]
     max_length: int
     calib_samples: int
-
-    def files(self) -> dict[str, Any]:
-        """The user files the step reads, by field name (for messages)."""
-        d = self.data
-        return {k: getattr(d, k) for k in ("texts", "scores", "pairs", "calibration") if getattr(d, k) is not None}

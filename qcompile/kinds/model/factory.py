@@ -15,16 +15,8 @@ from ...models.arch import FactoryArch
 from ...signature import Task, image_classifier
 from ..registry import register
 from ..section import ExportSpec, Kind, Normalize, Preprocess, UserDir, UserFile, contract
+from ..user_code import function_source
 from ._torch import provide_torch_model
-
-
-def module_file(root: Path, module: str) -> Path | None:
-    """The file ``module`` (dotted) imports from under ``root``, found without running any of the user's code."""
-    base = root.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 @register("model")
@@ -53,12 +45,7 @@ class FactoryModel(Kind):
     export: ExportSpec = ExportSpec()
 
     def _source(self) -> Path:
-        module = self.function.partition(":")[0]
-        path = module_file(self.root, module)
-        if path is None:
-            raise BadInput(f"{module} does not import: no {module.replace('.', '/')}.py under {self.root} (set "
-                           "model.root to the folder holding it)", key="model.function")
-        return path
+        return function_source(self.function, self.root, "model.function", "model.root")
 
     def declare(self, b) -> None:
         if self.labels is not None and len(self.labels) != self.num_classes:
