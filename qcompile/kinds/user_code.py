@@ -23,6 +23,6 @@ def function_source(function: str, root: Path, key: str, root_key: str) -> Path:
     module = function.partition(":")[0]
     path = module_file(root, module)
     if path is None:
-        raise BadInput(f"{module} does not import: no {module.replace('.', '/')}.py under {root} (set {root_key} to "
-                       "the folder holding it)", key=key)
+        raise BadInput(f"{function} does not import: no {module.replace('.', '/')}.py under {root} (set {root_key} "
+                       "to the folder holding it)", key=key)
     return path
