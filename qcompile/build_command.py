@@ -30,6 +30,8 @@ class BuildArgs:
     overrides: tuple[str, ...]
     remeasure: bool = False
     multirun: bool = False
+    quiet_below: float | None = None
+    quiet_wait: float = 600.0
 
 
 SHOWN_NEXT_STEPS = 4  # stderr stays a few lines; report.md lists them all
@@ -93,11 +95,30 @@ def parse_build_args(argv: list[str]) -> BuildArgs:
     p.add_argument("--config-dir", "-cd", help="a folder of your own recipes, searched before the packaged ones")
     p.add_argument("--config-name", "-cn", default=DEFAULT_RECIPE, help=f"recipe to build (default: {DEFAULT_RECIPE})")
     p.add_argument("--remeasure", action="store_true", help="time the models again even when cached")
+    p.add_argument("--quiet-below", metavar="LOAD", help="before building, wait until the 1-minute load average "
+                   "is below LOAD (e.g. the number of cores), at most --quiet-wait seconds")
+    p.add_argument("--quiet-wait", metavar="SECONDS", default="600",
+                   help="the longest --quiet-below waits before measuring anyway (default 600)")
     p.add_argument("--multirun", "-m", action="store_true", help="sweep: build every combination of a,b values")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides: quant.per_channel=false, "
                    "model=resnet18, ~quant.calibration (back to defaults), hydra.run.dir=out")
     a = p.parse_args(argv)
-    return BuildArgs(a.config_name, a.config_dir, tuple(a.overrides), a.remeasure, a.multirun)
+    quiet = _non_negative("--quiet-below", a.quiet_below) if a.quiet_below is not None else None
+    return BuildArgs(a.config_name, a.config_dir, tuple(a.overrides), a.remeasure, a.multirun, quiet,
+                     _non_negative("--quiet-wait", a.quiet_wait))
+
+
+def _non_negative(option: str, text: str) -> float:
+    """``text`` as a finite number >= 0; bad input naming ``option`` otherwise (one line, exit 2)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise BadInput(f"{option} takes a number >= 0, got {text!r}")
+    return value
 
 
 def cmd_build(args: BuildArgs) -> int:
@@ -105,9 +126,32 @@ def cmd_build(args: BuildArgs) -> int:
     from .recipe.compose import compose
 
     composition = compose(args.config_name, args.overrides, args.config_dir)
+    if args.quiet_below is not None:
+        wait_until_quiet(args.quiet_below, args.quiet_wait)
     result = build_composed(composition, Path(composition.run_dir), args.remeasure)
     print_outcome(result)
     return 0
+
+
+def wait_until_quiet(below: float, wait_s: float) -> None:
+    """``--quiet-below``: wait (bounded) for the load average to fall below ``below``, saying what it waits for; a
+    machine still busy at the deadline is measured anyway, and the report says it was busy."""
+    from .steps.host_load import load_1min, wait_for_quiet
+
+    said = []
+
+    def on_wait(load: float, left: float) -> None:
+        if not said or said[-1] - left >= 30:  # a line every 30 s, not every poll
+            said.append(left)
+            err.print(f"qcompile: waiting for a quiet machine: 1-minute load average {load:.2f}, not below "
+                      f"{below:g}; {left:.0f} s left", soft_wrap=True)
+
+    quiet, load = wait_for_quiet(below, wait_s, on_wait=on_wait)
+    if not quiet:
+        err.print(f"qcompile: the load average is still {load:.2f} after {wait_s:g} s: measuring anyway (the report "
+                  "says the machine was busy)", soft_wrap=True)
+    elif said:
+        err.print(f"qcompile: the load average fell to {load_1min() or 0:.2f}: building", soft_wrap=True)
 
 
 def build_composed(composition: Composition, out: Path, remeasure: bool = False) -> BuildResult:
@@ -163,4 +207,10 @@ def print_outcome(result: BuildResult) -> None:
                                                         for bs, s in r["speedup_p50"][name].items()))
         if m[ref]["size_bytes"] and m[name]["size_bytes"]:
             parts.append(f"{m[ref]['size_bytes'] / m[name]['size_bytes']:.1f}x smaller")
+    busy = r.get("busy") or {}
+    if busy:
+        step, why = next(iter(busy.items()))
+        more = f" (and {len(busy) - 1} more measurements)" if len(busy) > 1 else ""
+        parts.append(f"measured on a busy machine: {step}: {why}{more}; see report.md, or rebuild with "
+                     "--remeasure --quiet-below LOAD")
     Console(highlight=False).print("qcompile: " + ", ".join(parts), soft_wrap=True)

@@ -18,6 +18,7 @@ from .steps.benchmark import BenchmarkParams
 from .steps.compare import CompareParams, unmeasurable_gate
 from .steps.evaluate import EvaluateParams
 from .steps.package import BundleParams
+from .steps.speedup import SpeedupParams
 
 REFERENCE = "fp32"
 
@@ -63,7 +64,7 @@ def _check_params(plan: Plan) -> None:
 
 def _measure(b: Builder) -> None:
     """Per variant: evaluate and benchmark it alone (keys free of other variants' options), then compare each
-    non-reference variant with the reference."""
+    non-reference variant with the reference, and time the two as a pair for the speed-up."""
     recipe, sig, runtime = b.recipe, b.need("signature", "measure"), b.need("runtime", "measure")
     samples = b.need("samples.eval", "measure", "evaluation samples (samples.eval)")
     gate = recipe.eval.model_dump(include=set(GATES))
@@ -74,7 +75,9 @@ def _measure(b: Builder) -> None:
     sources = _user_metrics(recipe)
     _check_sequence_lengths(b)
     # The target names its runtime's steps when they are not ONNX Runtime's (the same params either way).
-    kinds = {"evaluate": "evaluate.ort", "benchmark": "benchmark.ort", **(b.get("runtime.steps") or {})}
+    kinds = {"evaluate": "evaluate.ort", "benchmark": "benchmark.ort", "speedup": "speedup.ort",
+             **(b.get("runtime.steps") or {})}
+    reference = next(v for v in b.variants if v.name == REFERENCE)
     for v in b.variants:
         b.add(Node(f"evaluate.{v.name}", kinds["evaluate"],
                    EvaluateParams(signature=sig, eval=recipe.eval, runtime=runtime, metric_sources=sources),
@@ -95,6 +98,12 @@ def _measure(b: Builder) -> None:
                        publish={"comparison": f"comparison.{v.name}.json"},
                        gate=gate))
             nodes["compare"] = f"compare.{v.name}"
+            # The speed-up and its verdict: FP32 and the variant timed together, so both see the same machine.
+            b.add(Node(f"speedup.{v.name}", kinds["speedup"],
+                       SpeedupParams(**recipe.bench.model_dump(), runtime=runtime),
+                       inputs={"reference": reference.runs, "model": v.runs, "data": samples},
+                       publish={"speedup": f"speedup.{v.name}.json"}))
+            nodes["speedup"] = f"speedup.{v.name}"
         b.plan.node(v.model.node).publish.setdefault(v.model.output, f"model.{v.name}.onnx")
         b.plan.variants[v.name] = {"scheme": v.scheme, "reference": v.name == REFERENCE, "nodes": nodes,
                                    "artifact": b.plan.node(v.model.node).publish[v.model.output]}

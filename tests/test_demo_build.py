@@ -72,7 +72,8 @@ def test_quant_option_change_reruns_only_quantization(demo, shared_cache):
     status = {s["name"]: s["status"] for s in json.loads((work / "perchannel" / "report.json").read_text())["steps"]}
     assert status == {"data": "cached", "train": "cached", "export": "cached", "optimize": "cached",
                       "calibrate": "cached", "quantize": "ran", "evaluate.fp32": "cached", "benchmark.fp32": "cached",
-                      "evaluate.int8": "ran", "benchmark.int8": "ran", "compare.int8": "ran", "package": "ran"}
+                      "evaluate.int8": "ran", "benchmark.int8": "ran", "compare.int8": "ran", "speedup.int8": "ran",
+                      "package": "ran"}
 
 
 def test_calibration_change_keeps_export_cached(demo, shared_cache):

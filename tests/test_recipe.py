@@ -24,7 +24,7 @@ def test_demo_recipe_composes_and_resolves_fast_defaults():
     assert q.activation_type == "host" and q.quant.weight_type == "int8" and q.quant.format == "qdq"
     assert [n.name for n in plan.order()] == [
         "data", "train", "export", "optimize", "calibrate", "quantize", "evaluate.fp32", "benchmark.fp32",
-        "evaluate.int8", "benchmark.int8", "compare.int8", "package"]
+        "evaluate.int8", "benchmark.int8", "compare.int8", "speedup.int8", "package"]
     assert list(plan.variants) == ["fp32", "int8"]
 
 

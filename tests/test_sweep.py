@@ -29,6 +29,7 @@ def test_six_variant_parallel_sweep_shares_steps(cache_dir, tmp_path):
     assert ran["quantize"] == 6
     assert ran["evaluate.fp32"] == ran["benchmark.fp32"] == 1, "FP32 is measured once for the whole sweep"
     assert ran["evaluate.int8"] == ran["benchmark.int8"] == ran["compare.int8"] == 6
+    assert ran["speedup.int8"] == 6, "each variant's speed-up is timed beside FP32, as a pair"
     keys = {r["schemes"]["int8"]["method"]: s["key"] for r in reports for s in r["steps"] if s["name"] == "calibrate"}
     assert len(set(keys.values())) == 3
 

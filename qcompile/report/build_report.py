@@ -15,8 +15,9 @@ from .search_report import markdown as search_markdown
 from .user_metrics import user_markdown
 
 # 2: metrics, fidelity, accuracy_drop and speedup_p50 per variant name; 3: p50_ci per batch size, speedup_verdict;
-# 4: deployable, next_steps; 5: user metrics (metrics[variant]["user"], user_metric_drop)
-REPORT_VERSION = 5
+# 4: deployable, next_steps; 5: user metrics (metrics[variant]["user"], user_metric_drop); 6: speed-ups from paired
+# timings (speedup_p50 is the pair's median ratio, speedup_ci its interval), busy
+REPORT_VERSION = 6
 
 FASTER, SLOWER, NO_DIFFERENCE = "faster", "slower", "no measurable difference"
 
@@ -27,7 +28,8 @@ def _speedup(ref: dict[str, Any], lat: dict[str, Any]) -> dict[str, float]:
 
 def speed_verdict(reference: dict[str, Any], variant: dict[str, Any]) -> str | None:
     """Whether ``variant`` is faster or slower than ``reference`` beyond the noise, from their p50 CIs (the
-    ``latency_ms[bs]`` entries of two variants).
+    ``latency_ms[bs]`` entries of two variants). Only for a lockfile recorded before speed-ups were timed as pairs:
+    two separately timed p50s compare two moments of the machine.
 
     "faster" when the variant's CI lies wholly below the reference's, "slower" when wholly above, "no measurable
     difference" when they overlap; None when either has no CI (latency.json written before CIs were measured).
@@ -63,9 +65,10 @@ def speed_text(ratio: float, verdict: str | None, reference: str | None = None) 
     return f"{_times(ratio)} the speed" + (f" of {reference}" if reference else "") + " (no CI)"
 
 
-def _latency(result: dict[str, Any]) -> dict[str, Any]:
-    """The per-batch-size entries of a benchmark result (not its notes or host_load), by batch then length."""
-    return {k: result[k] for k in sorted(result, key=point_order) if isinstance(result[k], dict) and "p50" in result[k]}
+def _latency_points(result: dict[str, Any], field: str = "p50") -> dict[str, Any]:
+    """The per-batch-size entries of a benchmark or speed-up result (not its notes or host_load), by batch then
+    length."""
+    return {k: result[k] for k in sorted(result, key=point_order) if isinstance(result[k], dict) and field in result[k]}
 
 
 def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
         scores = ev.get("scores") or {}
         metrics[name] = {"size_bytes": sizes.get(v["artifact"]), "accuracy": scores.get("top1"),
                          "top5": scores.get("top5"), "spearman": scores.get("spearman"),
-                         "pearson": scores.get("pearson"), "latency_ms": _latency(lat),
+                         "pearson": scores.get("pearson"), "latency_ms": _latency_points(lat),
                          "host_load": lat.get("host_load")}
         if ev.get("user") is not None:  # eval.metrics: the user's own, by name
             metrics[name]["user"] = ev["user"]
@@ -96,11 +99,21 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
             if cmp.get("user_drop") is not None:
                 user_drops[name] = cmp["user_drop"]
                 higher = cmp.get("higher_is_better") or {}
-    for name in variants:
-        if name != reference:
+    speedup_ci: dict[str, dict[str, list[float]]] = {}
+    for name, v in variants.items():
+        if name == reference:
+            continue
+        if "speedup" in v["nodes"]:  # timed as a pair: the ratio, its interval and its verdict come from there
+            pair = _latency_points(by_name[v["nodes"]["speedup"]].result, "speedup")
+            speedups[name] = {bs: r["speedup"] for bs, r in pair.items()}
+            verdicts[name] = {bs: r["verdict"] for bs, r in pair.items()}
+            speedup_ci[name] = {bs: r["ci"] for bs, r in pair.items()}
+        else:
             ref_lat, lat = metrics[reference]["latency_ms"], metrics[name]["latency_ms"]
             speedups[name] = _speedup(ref_lat, lat)
             verdicts[name] = {bs: speed_verdict(ref_lat[bs], lat[bs]) for bs in speedups[name]}
+    busy = {o.name: o.result["host_load"]["busy"] for o in outcomes
+            if isinstance(o.result.get("host_load"), dict) and o.result["host_load"].get("busy")}
     quantized = next((o.result for o in outcomes if o.kind.startswith("quantize.")), {})
     gates = [{"step": o.name, "message": o.gate_error} for o in outcomes if o.gate_error]
     notes = [f"{o.name}: {n}" for o in outcomes for n in o.result.get("notes", [])]
@@ -128,8 +141,13 @@ def make_report(lock: dict[str, Any], outcomes: list[StepOutcome], artifacts: li
         "user_metric_higher_is_better": higher,
         "fidelity": fidelity,
         "eval_samples": by_name[variants[reference]["nodes"]["evaluate"]].result.get("samples"),
+        # Per variant and batch point: the speed-up over the reference (reference time / variant time), from the
+        # two timed as a pair, its 95% interval and the verdict (faster / slower only when the interval excludes 1).
         "speedup_p50": speedups,
+        "speedup_ci": speedup_ci,
         "speedup_verdict": verdicts,
+        # Measurement steps that ran while the machine was busy, and why (their figures are less trustworthy).
+        "busy": busy,
         "gates": gates,
         "notes": notes,
         # A target's own facts: where latency was measured, mobile usability coverage per converted variant.
@@ -163,13 +181,18 @@ def _latency_cell(lat: dict[str, Any] | None) -> str:
 
 def _load_line(report: dict[str, Any]) -> str | None:
     loads = {n: report["metrics"][n].get("host_load") for n in report["variants"]}
-    loads = {n: h for n, h in loads.items() if h and h.get("loadavg_before") and h.get("loadavg_after")}
+    loads = {n: h for n, h in loads.items() if h and h.get("loadavg_max") is not None}
     if not loads:
         return None
-    cpus = next(iter(loads.values())).get("cpu_count")
-    return ("Load while timing (1-minute load average before → after, " + f"{cpus} CPUs): "
-            + ", ".join(f"{n} {h['loadavg_before'][0]:.2f} → {h['loadavg_after'][0]:.2f}" for n, h in loads.items())
-            + ".")
+    cores = next(iter(loads.values())).get("cores")
+    line = ("Load while timing (1-minute load average before → peak, " + f"{cores} cores): "
+            + ", ".join(f"{n} {h['loadavg_before']:.2f} → {h['loadavg_max']:.2f}" for n, h in loads.items()) + ".")
+    if report.get("busy"):
+        line = ("**Measured on a busy machine**: " + "; ".join(f"{n}: {why}" for n, why in report["busy"].items())
+                + ". Latencies are less trustworthy than on a quiet machine; the speed-up verdicts compare runs "
+                "timed together. `qcompile build --remeasure --quiet-below LOAD` waits for a quieter machine.\n\n"
+                + line)
+    return line
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
@@ -225,7 +248,13 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         lines.append(f"{name} vs {ref}: " + ", ".join(parts) + ".")
         sp = report["speedup_p50"].get(name) or {}
         verdicts = (report.get("speedup_verdict") or {}).get(name) or {}
-        if sp:
+        cis = (report.get("speedup_ci") or {}).get(name) or {}
+        if sp and cis:
+            lines.append(f"{name} speed-up over {ref} (timed as a pair, 95% CI): "
+                         + ", ".join(f"{point_label(b)}: {speed_text(s, verdicts.get(b))} "
+                                     f"[{cis[b][0]:.2f}x, {cis[b][1]:.2f}x]" for b, s in sp.items() if b in cis)
+                         + ".")
+        elif sp:
             lines.append(f"{name} latency vs {ref} (p50): "
                          + ", ".join(f"{point_label(b)}: {speed_text(s, verdicts.get(b))}" for b, s in sp.items())
                          + ".")

@@ -3,7 +3,8 @@
 Each batch size is timed until the 95% confidence interval of its p50 is narrow enough (``ci_width``, relative
 to the p50), with ``iterations`` as the minimum number of timed runs and ``max_seconds`` of timed runs as the
 budget for going beyond it. Whether the target was reached is recorded, as is the machine's load, since a busy
-machine is the usual reason it was not.
+machine is the usual reason it was not. These absolute latencies are measured once per variant; a variant's
+speed-up over FP32 and its verdict come from ``speedup``, which times the two as a pair.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import functools
 import itertools
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -21,6 +21,7 @@ from ..errors import BadInput
 from ..kinds.measure import BenchSpec
 from .arrays import count, load_samples, session_fixed_batch
 from .base import Step, StepContext, register
+from .host_load import LoadProbe
 from .ort_session import session
 
 Z95 = 1.959964  # two-sided 95% quantile of the standard normal
@@ -162,22 +163,14 @@ def bench_points(p: BenchSpec) -> list[tuple[str, int, int | None]]:
     return [(f"{bs}x{seq}", bs, seq) for bs in p.batch_sizes for seq in p.sequence_lengths]
 
 
-def host_load() -> dict[str, Any]:
-    """The 1, 5 and 15 minute load averages (None where the OS has none) and the CPU count."""
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):  # Windows has no load average
-        load = None
-    return {"loadavg": load, "cpu_count": os.cpu_count()}
-
-
 @register
 class OrtBenchmarkStep(Step):
     """Times one variant per batch size with the target's runtime; the CPU model is part of its key."""
 
     kind = "benchmark.ort"
-    # 2: one variant per node, fed with evaluation samples; 3: runs until the p50's CI is narrow; 4: sequence lengths
-    version = 4
+    # 2: one variant per node, fed with evaluation samples; 3: runs until the p50's CI is narrow; 4: sequence lengths;
+    # 5: host_load records the peak load and CPU pressure during the runs, and whether the machine was busy
+    version = 5
     Params = BenchmarkParams
     inputs = ("model", "data")
     outputs = {"latency": "latency.json"}
@@ -202,7 +195,7 @@ class OrtBenchmarkStep(Step):
         if p.sequence_lengths and "attention_mask" not in inputs:
             raise BadInput("sequence lengths apply to token models (an attention_mask input); this model takes "
                            f"{sorted(inputs)}", key="bench.sequence_lengths")
-        before = host_load()
+        probe = LoadProbe()
         result: dict[str, Any] = {}
         for point, bs, seq in bench_points(p):
             feed = feed_of(inputs, bs, seq)
@@ -212,15 +205,17 @@ class OrtBenchmarkStep(Step):
             m = measure(functools.partial(sess.run, None, feed), p.iterations, p.ci_width, p.max_seconds,
                         progress=lambda it, label=label: ctx.track(it, None, label), clock=self.clock)
             result[point] = m.summary()
+            probe.sample()
             if not m.ci_reached:
                 s = result[point]
                 width = relative_half_width(s["p50"], tuple(s["p50_ci"]))
-                load = f"1-minute load average {before['loadavg'][0]:.2f}" if before["loadavg"] else "load unknown"
+                load = f"1-minute load average {probe.before:.2f}" if probe.before is not None else "load unknown"
                 ctx.note(f"{label}: p50 {s['p50']} ms, 95% CI +-{width * 100:.1f}% after {s['runs']} runs in "
                          f"{s['seconds']:.1f} s; the +-{p.ci_width * 100:g}% target was not reached within "
-                         f"bench.max_seconds={p.max_seconds:g} ({load} on {before['cpu_count']} CPUs)")
-        # Load before and after: a measurement taken while something else ran shows up as a high load.
-        result["host_load"] = {"loadavg_before": before["loadavg"], "loadavg_after": host_load()["loadavg"],
-                               "cpu_count": before["cpu_count"]}
+                         f"bench.max_seconds={p.max_seconds:g} ({load} on {probe.cores} cores)")
+        # A measurement taken while something else ran shows up as a high load or CPU pressure.
+        result["host_load"] = probe.summary()
+        if result["host_load"]["busy"]:
+            ctx.note(f"measured on a busy machine: {result['host_load']['busy']}")
         ctx.out("latency").write_text(json.dumps(result, indent=2))
         return result

@@ -14,6 +14,7 @@ from typing import Any
 from .base import register
 from .benchmark import OrtBenchmarkStep
 from .evaluate import OrtEvaluateStep
+from .speedup import OrtSpeedupStep
 from .trt_engine import require_gpu, trt_facts
 
 
@@ -98,8 +99,8 @@ class _OnTensorRT:
     def host_facts(self, params) -> dict[str, Any]:
         return trt_facts()
 
-    def open_session(self, path, runtime: dict[str, Any]):
-        return TrtSession(path, runtime)
+    def open_session(self, path, runtime: dict[str, Any], spinning: bool = True):
+        return TrtSession(path, runtime)  # no thread pool to spin: TensorRT runs on the GPU
 
 
 @register
@@ -114,3 +115,10 @@ class TrtBenchmarkStep(_OnTensorRT, OrtBenchmarkStep):
     """Times an engine with the TensorRT runtime, per batch size (copies to and from the GPU included)."""
 
     kind = "benchmark.tensorrt"
+
+
+@register
+class TrtSpeedupStep(_OnTensorRT, OrtSpeedupStep):
+    """Times the FP32 and the variant's engines as a pair with the TensorRT runtime."""
+
+    kind = "speedup.tensorrt"

@@ -25,7 +25,7 @@ from ..section import Kind, UserFile
 INSTALL = ("pip install 'qcompile[tensorrt]' (TensorRT 10/11 wheels: pip install --extra-index-url "
            "https://pypi.nvidia.com tensorrt)")
 # Evaluated with the engine: the TensorRT runtime instead of ONNX Runtime.
-ENGINE_STEPS = {"evaluate": "evaluate.tensorrt", "benchmark": "benchmark.tensorrt"}
+ENGINE_STEPS = {"evaluate": "evaluate.tensorrt", "benchmark": "benchmark.tensorrt", "speedup": "speedup.tensorrt"}
 # Without an engine the checked QDQ model is measured with ONNX Runtime on this CPU at its basic optimisation
 # level: Q/DQ then run as written (the arithmetic TensorRT does). At "all" ORT fuses them into x86 int8 kernels
 # that saturate on symmetric int8 activations (MNIST demo: 85.0% top-1 instead of 93.8%).
