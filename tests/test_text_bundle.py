@@ -1,7 +1,8 @@
 """A sentence encoder's bundle is usable on its own: it holds tokenizer.json and text.json (the contract), its run.py
 and ``qcompile run`` take sentences and print cosine similarities equal to those of the model's own embeddings on
-the pipeline's tokenization, and a tampered bundle or no sentence is exit 2 in one line. One tiny real build
-(random-init BERT, MiniLM's tokenizer) serves the module."""
+the pipeline's tokenization, and a tampered bundle or no sentence is exit 2 in one line. ``qcompile run`` imports
+no Python from a text bundle and refuses a text.json it cannot apply as written. One tiny real build (random-init
+BERT, MiniLM's tokenizer) serves the module."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from .conftest import run_cli
+from .test_run_bundle import crafted, with_payload
 from .text_fixtures import recipe_overrides, text_files, tiny_encoder
 
 SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell."]
@@ -254,3 +256,53 @@ def test_contract_for_token_outputs_other_vocabularies_and_a_broken_tokenizer():
         text_spec(contract, b"not json")
     with pytest.raises(TokenizerFileError, match="position_ids"):
         text_spec({**contract, "inputs": ["input_ids", "position_ids"]}, tok.encode())
+
+
+def test_qcompile_run_imports_no_code_from_a_text_bundle(built, tmp_path):
+    """Issue #19: a text bundle whose run.py writes a file when imported, and which carries a second module beside
+    it, with a manifest to match: ``qcompile run`` prints the honest bundle's lines and nothing is written; the
+    bundle's run.py, run by choice, runs that code."""
+    work, cache, _, bundle, _ = built
+    marker = tmp_path / "written-by-the-bundle"
+    run = zipfile.ZipFile(bundle).read("run.py")
+    evil = crafted(bundle, tmp_path / "evil.zip", {"run.py": with_payload(run, marker),
+                                                   "text_runner.py": with_payload(run, marker)})
+    honest = run_cli("run", str(bundle), *SENTENCES, cache=cache, cwd=tmp_path)
+    assert honest.returncode == 0, honest.stderr
+    zipfile.ZipFile(evil).extractall(tmp_path / "evil")
+    for target in (evil, tmp_path / "evil"):
+        proc = run_cli("run", str(target), *SENTENCES, cache=cache, cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stdout == honest.stdout, proc.stderr
+        assert not marker.exists(), f"qcompile run {target.name} ran the bundle's code"
+    ran = subprocess.run([sys.executable, str(tmp_path / "evil" / "run.py")], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert ran.returncode == 2 and marker.read_text() == "bundle code ran", ran.stderr
+
+
+BAD_TEXT = {
+    "not JSON": (lambda s: b"[1,", "text.json cannot be read as JSON"),
+    "unknown setting": (lambda s: {**s, "exec": "import os"}, "text.json: exec: not a setting"),
+    "tokenizer outside the bundle": (lambda s: {**s, "tokenizer": "../tokenizer.json"},
+                                     "text.json: tokenizer: '../tokenizer.json' is not one of manifest.json's files"),
+    "encoding attribute": (lambda s: {**s, "encoding_fields": {**s["encoding_fields"], "input_ids": "__class__"}},
+                           "text.json: encoding_fields"),
+    "input without a field": (lambda s: {**s, "inputs": s["inputs"] + ["position_ids"]}, "text.json: inputs"),
+    "truncation strategy": (lambda s: {**s, "truncation": {**s["truncation"], "strategy": "middle"}},
+                            "text.json: truncation"),
+    "pad id": (lambda s: {**s, "padding": {**s["padding"], "pad_id": "0"}}, "text.json: padding"),
+    "output name": (lambda s: {**s, "output": {**s["output"], "name": "logits"}}, "text.json: output"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TEXT))
+def test_a_text_json_the_runner_cannot_apply_is_bad_input_naming_file_and_key(case, built, tmp_path):
+    from qcompile.bundle.run_bundle import run_bundle
+    from qcompile.errors import BadInput
+
+    edit, expected = BAD_TEXT[case]
+    spec = edit(json.loads(zipfile.ZipFile(built[3]).read("text.json")))
+    data = spec if isinstance(spec, bytes) else json.dumps(spec).encode()
+    bad = crafted(built[3], tmp_path / "bad.zip", {"text.json": data})
+    with pytest.raises(BadInput) as err:
+        run_bundle(bad, SENTENCES)
+    assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)

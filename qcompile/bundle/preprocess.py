@@ -1,8 +1,10 @@
 """The preprocessing contract, applied: one image -> the model's input tensor, with numpy and Pillow only.
 
-This one module is used by qcompile's image data steps (calibration and evaluation samples), by ``qcompile run``,
-and ships inside every deployment bundle next to ``run.py``: the app-side port copies this file, so what the
-model was calibrated and measured on is exactly what the bundle feeds it. It imports nothing from qcompile.
+This one module is used by qcompile's image data steps (calibration and evaluation samples) and, as installed, by
+``qcompile run``; a copy ships inside every deployment bundle next to ``run.py`` for the app-side port and the
+standalone runner, so what the model was calibrated and measured on is exactly what the bundle feeds it.
+``qcompile run`` never imports a bundle's copy: a bundle is data to it, and ``check_contract`` refuses a
+preprocess.json this module cannot apply as written. It imports nothing from qcompile.
 
 The contract (``preprocess.json`` holds these keys)::
 
@@ -25,6 +27,14 @@ from typing import Any
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 COLORS = ("RGB", "BGR", "L")
+DTYPES = ("float32", "float16", "int64", "int32", "uint8", "int8", "bool")  # a model signature's element types
+# Every key preprocess.json may hold. formula and steps are prose for whoever ports the contract: nothing reads them.
+KEYS = ("inputs", "layout", "dtype", "input_name", "input_shape", "normalize", "color", "resize", "crop",
+        "interpolation", "formula", "steps")
+
+
+class ContractError(ValueError):
+    """preprocess.json says something this module cannot apply as written; the message starts with the key."""
 
 
 def open_image(source: Any):
@@ -134,3 +144,78 @@ def describe(spec: dict) -> list[str]:
         steps.append("x = pixel (0..255 floats, no normalisation)")
     steps.append("HWC -> CHW, then add the batch axis: NCHW float32")
     return steps
+
+
+def _positive_ints(value: Any, n: int) -> bool:
+    return (isinstance(value, list) and len(value) == n
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+
+
+def _numbers(value: Any) -> bool:
+    import math
+
+    return (isinstance(value, list) and len(value) > 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+def _check_inputs(inputs: Any) -> None:
+    if not isinstance(inputs, list) or not inputs:
+        raise ContractError("inputs: not a list of the model's inputs")
+    for i, t in enumerate(inputs):
+        if not isinstance(t, dict) or set(t) != {"name", "dtype", "shape"}:
+            raise ContractError(f"inputs[{i}]: not an object of exactly name, dtype and shape")
+        if not isinstance(t["name"], str) or t["dtype"] not in DTYPES or not isinstance(t["shape"], list):
+            raise ContractError(f"inputs[{i}]: name must be a string, dtype one of {', '.join(DTYPES)}, shape a list")
+
+
+def _check_normalize(norm: Any, channels: int) -> None:
+    import math
+
+    if norm is None:
+        return
+    if not isinstance(norm, dict) or set(norm) != {"scale", "mean", "std"}:
+        raise ContractError("normalize: not null nor an object of exactly scale, mean and std")
+    scale = norm["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ContractError(f"normalize.scale: {scale!r} is not a number > 0")
+    for key in ("mean", "std"):
+        if not _numbers(norm[key]) or len(norm[key]) not in (1, channels):
+            raise ContractError(f"normalize.{key}: not a list of 1 or {channels} finite numbers")
+    if any(v <= 0 for v in norm["std"]):
+        raise ContractError(f"normalize.std: {norm['std']} holds a value <= 0")
+
+
+def check_contract(spec: Any) -> dict:
+    """``spec`` (a parsed preprocess.json) when every key is one this module knows and every value one it can
+    apply; else ``ContractError`` naming the first key at fault. The bundle's runners call it before preprocessing
+    anything, so a crafted or damaged file is refused rather than half-applied."""
+    if not isinstance(spec, dict):
+        raise ContractError("(top level): not a JSON object")
+    unknown = sorted(set(spec) - set(KEYS))
+    if unknown:
+        raise ContractError(f"{unknown[0]}: not a setting of the preprocessing contract (known: {', '.join(KEYS)})")
+    _check_inputs(spec.get("inputs"))
+    if "layout" not in spec:  # no image input: samples are fed as arrays, nothing here is applied
+        return spec
+    if spec["layout"] != "NCHW":
+        raise ContractError(f"layout: {spec['layout']!r} is not NCHW, the one layout this module writes")
+    if not _positive_ints(spec.get("input_shape"), 3):
+        raise ContractError(f"input_shape: {spec.get('input_shape')!r} is not [C, H, W] of positive integers")
+    if spec.get("input_name") not in [t["name"] for t in spec["inputs"]]:
+        raise ContractError(f"input_name: {spec.get('input_name')!r} is not one of the inputs' names")
+    if spec.get("dtype") not in ("float32", "float16"):
+        raise ContractError(f"dtype: {spec.get('dtype')!r} is not float32 nor float16")
+    channels = spec["input_shape"][0]
+    color = spec.get("color")
+    if color is not None and (color not in COLORS or (color == "L") != (channels == 1)):
+        raise ContractError(f"color: {color!r} is not one of {', '.join(COLORS)} fitting {channels} channels")
+    if spec.get("interpolation") is not None and spec["interpolation"] not in INTERPOLATIONS:
+        raise ContractError(f"interpolation: {spec['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)}")
+    if spec.get("resize") is not None and not _positive_ints([spec["resize"]], 1):
+        raise ContractError(f"resize: {spec['resize']!r} is not null nor a positive integer")
+    if spec.get("crop") is not None and not _positive_ints(spec["crop"], 2):
+        raise ContractError(f"crop: {spec['crop']!r} is not null nor [h, w] of positive integers")
+    _check_normalize(spec.get("normalize"), channels)
+    if not isinstance(spec.get("formula", ""), str) or not isinstance(spec.get("steps", []), list):
+        raise ContractError("formula, steps: prose (a string, a list of strings) expected")
+    return spec

@@ -10,6 +10,9 @@ then applies exactly the preprocessing the model was calibrated and measured wit
 file implements preprocess.json's contract (resize the shorter side, centre crop, colour order,
 ``(pixel * scale - mean) / std`` per channel, HWC -> CHW). Port that module, not a guess of it: wrong normalisation
 or an interleaved HWC layout keeps a desktop check green while on-device accuracy collapses.
+
+Running this file runs the bundle's own code (this file and preprocess.py). ``qcompile run`` reuses its functions
+with the installed preprocessing module instead (``classify(..., pre=)``) and never imports a bundle's Python.
 """
 
 from __future__ import annotations
@@ -30,9 +33,18 @@ def verify_bundle(folder: Path = HERE) -> str | None:
     import hashlib
 
     try:
-        files = json.loads((folder / "manifest.json").read_text())["files"]
-    except (OSError, ValueError, KeyError) as e:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        files, model_file = manifest["files"], manifest["model"]["file"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
         return f"manifest.json is missing or unreadable ({type(e).__name__})"
+    if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        return "manifest.json: files is not an object of file name -> sha256"
+    for name in sorted(files):
+        # Bundle files are flat names: "../x" or "/x" would reach outside the bundle.
+        if not name or Path(name).name != name or name in (".", ".."):
+            return f"manifest.json: files names {name!r}, which no bundle holds"
+    if model_file not in files:
+        return f"manifest.json: model.file {model_file!r} is not one of its files"
     for name, digest in sorted(files.items()):
         path = folder / name
         if not path.is_file():
@@ -43,7 +55,8 @@ def verify_bundle(folder: Path = HERE) -> str | None:
 
 
 def contract_module(folder: Path = HERE):
-    """The bundle's own ``preprocess.py``, loaded by path (so it works from any working directory)."""
+    """The bundle's own ``preprocess.py``, loaded by path (so it works from any working directory). Only this
+    standalone runner calls it: importing it runs the bundle's code, which is what running run.py chooses."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bundle_preprocess", folder / "preprocess.py")
@@ -54,21 +67,31 @@ def contract_module(folder: Path = HERE):
     return module
 
 
-def load_inputs(folder: Path, spec: dict, argv: list[str]):
-    """(feed by input name, a name per sample) from image files, one .npy or one .npz."""
+def load_inputs(spec: dict, argv: list[str], pre):
+    """(feed by input name, a name per sample) from image files (preprocessed by ``pre``, the module applying the
+    contract), one .npy or one .npz. Arrays are loaded as data: pickled objects are refused."""
     import numpy as np
 
     inputs = spec["inputs"]
-    if len(argv) == 1 and argv[0].endswith(".npz"):
-        with np.load(argv[0]) as f:
-            missing = [t["name"] for t in inputs if t["name"] not in f.files]
-            if missing:
-                raise BundleError(f"{argv[0]} has no arrays {missing} (it has {sorted(f.files)})")
-            feed = {t["name"]: f[t["name"]].astype(t["dtype"]) for t in inputs}
-    elif len(argv) == 1 and argv[0].endswith(".npy"):
-        feed = {inputs[0]["name"]: np.load(argv[0]).astype(inputs[0]["dtype"])}
+    if len(argv) == 1 and argv[0].endswith((".npz", ".npy")):
+        wanted = inputs if argv[0].endswith(".npz") else inputs[:1]
+        try:
+            if argv[0].endswith(".npz"):
+                with np.load(argv[0], allow_pickle=False) as f:
+                    found = sorted(f.files)
+                    arrays = {t["name"]: f[t["name"]] for t in wanted if t["name"] in found}
+            else:
+                arrays = {wanted[0]["name"]: np.load(argv[0], allow_pickle=False)}
+        except (OSError, ValueError, EOFError) as e:  # ValueError: also what numpy says of a pickled object array
+            raise BundleError(f"{argv[0]} cannot be read as arrays ({type(e).__name__}: {str(e)[:120]})") from None
+        missing = [t["name"] for t in wanted if t["name"] not in arrays]
+        if missing:
+            raise BundleError(f"{argv[0]} has no arrays {missing} (it has {found})")
+        try:
+            feed = {t["name"]: arrays[t["name"]].astype(t["dtype"]) for t in wanted}
+        except (ValueError, TypeError) as e:  # strings, say, where the model takes numbers
+            raise BundleError(f"{argv[0]} holds arrays the model's dtypes cannot take ({str(e)[:120]})") from None
     elif "layout" in spec:
-        pre = contract_module(folder)
         rows = []
         for path in argv:
             try:
@@ -82,24 +105,58 @@ def load_inputs(folder: Path, spec: dict, argv: list[str]):
     return feed, [f"{argv[0]}[{i}]" for i in range(n)]
 
 
-def classify(folder: Path, argv: list[str], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
-    """Run the bundle's model on the inputs: per sample, its top classes as (name or index, probability)."""
+def read_json(folder: Path, name: str):
+    """The parsed content of the bundle's file ``name``; ``BundleError`` naming it when it is not JSON."""
+    try:
+        return json.loads((folder / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{name} cannot be read as JSON ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def read_labels(folder: Path) -> list[str] | None:
+    """labels.json's class names (a list of strings), or None when the bundle has none."""
+    if not (folder / "labels.json").exists():
+        return None
+    labels = read_json(folder, "labels.json")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise BundleError("labels.json is not a list of class names")
+    return labels
+
+
+def classify(folder: Path, argv: list[str], top: int = 5, *, pre) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Run the bundle's model on the inputs: per sample, its top classes as (name or index, probability).
+
+    ``pre`` is the module applying preprocess.json (preprocess.py): run.py passes the bundle's own copy,
+    ``qcompile run`` the installed one. Its ``check_contract`` vets preprocess.json before any input is read."""
     import numpy as np
     import onnxruntime as ort
 
-    manifest = json.loads((folder / "manifest.json").read_text())
-    spec = json.loads((folder / "preprocess.json").read_text())
-    labels_file = folder / "labels.json"
-    labels = json.loads(labels_file.read_text()) if labels_file.exists() else None
-    feed, names = load_inputs(folder, spec, argv)
-    # Whatever file the manifest names: model.onnx, or the target's format (model.ort).
-    sess = ort.InferenceSession(str(folder / manifest["model"]["file"]), providers=["CPUExecutionProvider"])
+    manifest = read_json(folder, "manifest.json")
+    spec = read_json(folder, "preprocess.json")
+    try:
+        spec = pre.check_contract(spec)
+    except ValueError as e:  # preprocess.py's ContractError: the message starts with the key
+        raise BundleError(f"preprocess.json: {e}") from None
+    labels = read_labels(folder)
+    feed, names = load_inputs(spec, argv, pre)
+    # Whatever file the manifest names (verify_bundle held it to a flat name it lists): model.onnx, model.ort.
+    model_file = manifest["model"]["file"]
+    if model_file.endswith(".engine"):
+        raise BundleError(f"{model_file} is a TensorRT engine: run it with TensorRT, not onnxruntime")
+    try:
+        sess = ort.InferenceSession(str(folder / model_file), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Exception types for a file it cannot load
+        raise BundleError(f"{model_file} cannot be loaded by onnxruntime ({str(e)[:160]})") from None
+    if set(feed) != {i.name for i in sess.get_inputs()}:
+        raise BundleError(f"preprocess.json: inputs: {sorted(feed)} are not the inputs of {model_file}")
     n = len(next(iter(feed.values())))
     # One sample at a time: a model exported with a fixed batch of 1 runs too.
     logits = np.concatenate([sess.run(None, {k: v[i:i + 1] for k, v in feed.items()})[0] for i in range(n)])
     rows = logits.reshape(n, -1).astype(np.float64)
     probs = np.exp(rows - rows.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
+    if labels and len(labels) < rows.shape[1]:
+        raise BundleError(f"labels.json names {len(labels)} classes, the model gives {rows.shape[1]}")
     out = []
     for name, p in zip(names, probs):
         best = np.argsort(-p, kind="stable")[:top]
@@ -126,7 +183,7 @@ def main(argv: list[str] | None = None, folder: Path = HERE) -> int:
     try:
         if problem:
             raise BundleError(problem)
-        lines = format_results(classify(folder, argv, top))
+        lines = format_results(classify(folder, argv, top, pre=contract_module(folder)))
     except BundleError as e:
         print(f"run.py: {e}", file=sys.stderr)
         return 2

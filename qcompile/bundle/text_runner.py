@@ -25,15 +25,35 @@ class BundleError(ValueError):
     """The bundle or an input is unusable; the message names the file."""
 
 
+# What text.json may hold; ``check_spec`` vets every value the runner reads before it reads one.
+KEYS = ("tokenizer", "inputs", "input_dtype", "input_shape", "encoding_fields", "max_length", "max_positions",
+        "truncation", "padding", "pooling", "normalize", "hidden_size", "output", "similarity", "steps")
+FIELDS = ("ids", "type_ids", "attention_mask")  # the tokenizers Encoding attributes an input may take
+STRATEGIES = ("longest_first", "only_first", "only_second")
+
+
+def _count(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 # The same function as the image runner's (a test holds them equal): each runner ships alone as run.py.
 def verify_bundle(folder: Path = HERE) -> str | None:
     """None when every file matches manifest.json's sha256, else a one-line reason naming the file."""
     import hashlib
 
     try:
-        files = json.loads((folder / "manifest.json").read_text())["files"]
-    except (OSError, ValueError, KeyError) as e:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        files, model_file = manifest["files"], manifest["model"]["file"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
         return f"manifest.json is missing or unreadable ({type(e).__name__})"
+    if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        return "manifest.json: files is not an object of file name -> sha256"
+    for name in sorted(files):
+        # Bundle files are flat names: "../x" or "/x" would reach outside the bundle.
+        if not name or Path(name).name != name or name in (".", ".."):
+            return f"manifest.json: files names {name!r}, which no bundle holds"
+    if model_file not in files:
+        return f"manifest.json: model.file {model_file!r} is not one of its files"
     for name, digest in sorted(files.items()):
         path = folder / name
         if not path.is_file():
@@ -41,6 +61,37 @@ def verify_bundle(folder: Path = HERE) -> str | None:
         if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             return f"{name} does not match manifest.json: the bundle was altered after it was built"
     return None
+
+
+def check_spec(spec) -> dict:
+    """``spec`` (a parsed text.json) when every key is known and every value the runner reads is one it can
+    apply; else ``BundleError`` naming text.json and the key."""
+    def bad(key: str, why: str):
+        return BundleError(f"text.json: {key}: {why}")
+
+    if not isinstance(spec, dict):
+        raise bad("(top level)", "not a JSON object")
+    unknown = sorted(set(spec) - set(KEYS))
+    if unknown:
+        raise bad(unknown[0], f"not a setting of the text contract (known: {', '.join(KEYS)})")
+    if not isinstance(spec.get("tokenizer"), str):
+        raise bad("tokenizer", "not a file name")
+    fields, names = spec.get("encoding_fields"), spec.get("inputs")
+    if not isinstance(fields, dict) or not all(f in FIELDS for f in fields.values()):
+        raise bad("encoding_fields", f"not an object of input name -> one of {', '.join(FIELDS)}")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n in fields for n in names):
+        raise bad("inputs", "not a list of the input names encoding_fields maps")
+    cut, pad = spec.get("truncation"), spec.get("padding")
+    if not (isinstance(cut, dict) and _count(cut.get("max_length"), 1) and _count(cut.get("stride"), 0)
+            and cut.get("strategy") in STRATEGIES and cut.get("direction") in ("left", "right")):
+        raise bad("truncation", f"needs max_length >= 1, stride >= 0, strategy one of {', '.join(STRATEGIES)}, "
+                  "direction left or right")
+    if not (isinstance(pad, dict) and _count(pad.get("min_length"), 0) and _count(pad.get("pad_id"), 0)
+            and all(_count(pad.get(n, 0), 0) for n in names if n != "input_ids")):
+        raise bad("padding", "needs min_length and pad_id as integers >= 0 (and each input's pad value)")
+    if not isinstance(spec.get("output"), dict) or not isinstance(spec["output"].get("name"), str):
+        raise bad("output", "needs the model output's name")
+    return spec
 
 
 def load_tokenizer(folder: Path, spec: dict):
@@ -89,13 +140,27 @@ def embed(folder: Path, sentences: list[str]):
 
     if not sentences:
         raise BundleError("give at least one sentence (a text bundle takes sentences, not files)")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    spec = json.loads((folder / "text.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())  # verify_bundle has read it
+    try:
+        spec = json.loads((folder / "text.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BundleError(f"text.json cannot be read as JSON ({type(e).__name__}: {str(e)[:120]})") from None
+    check_spec(spec)
+    # Only a file the manifest lists (a flat name, its digest checked) is read: never a path out of the bundle.
+    if spec["tokenizer"] not in manifest["files"]:
+        raise BundleError(f"text.json: tokenizer: {spec['tokenizer']!r} is not one of manifest.json's files")
     model_file = manifest["model"]["file"]
     if model_file.endswith(".engine"):
         raise BundleError(f"{model_file} is a TensorRT engine: run it with TensorRT, not onnxruntime")
     feed = encode(load_tokenizer(folder, spec), sentences, spec)
-    sess = ort.InferenceSession(str(folder / model_file), providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(str(folder / model_file), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Exception types for a file it cannot load
+        raise BundleError(f"{model_file} cannot be loaded by onnxruntime ({str(e)[:160]})") from None
+    outputs = [o.name for o in sess.get_outputs()]
+    if spec["output"]["name"] not in outputs or set(feed) != {i.name for i in sess.get_inputs()}:
+        raise BundleError(f"text.json: output, inputs: {spec['output']['name']!r}, {list(feed)} are not the outputs "
+                          f"and inputs of {model_file}")
     out = sess.run([spec["output"]["name"]], feed)[0]
     return np.asarray(out, dtype=np.float64), feed, spec
 
