@@ -106,8 +106,8 @@ def resolve_point(batch: str | int, points: list[str], option: str = "--batch") 
 
 def choose_latency(rows: list[Row], batch: str | int | None = None, option: str = "--batch") -> str | None:
     """The latency key the Pareto front and the table's ★ use: ``batch``'s point when given (bad input naming
-    ``option`` when the sweep did not measure it), else the largest batch measured (where int8 kernels gain most
-    over FP32); None when no variant has a latency."""
+    ``option`` when the sweep did not measure it), else the largest batch measured (a speed-up that shows only in
+    batches is not hidden by batch 1); None when no variant has a latency."""
     points = measured_points(rows)
     if batch is not None:
         return LAT_PREFIX + resolve_point(batch, points, option)

@@ -285,7 +285,7 @@ def _key_lines(rows: list[Row], fronts: list[tuple[str | None, frozenset[int]]])
     notes = []
     for i, r in enumerate(rows):
         starred = [point_label(k[len(LAT_PREFIX):]).removeprefix("batch ") for k, f in fronts if k and i in f]
-        notes.append(("front", "★ batch " + ", ".join(starred)) if starred else ("dominated", "") if
+        notes.append(("front", "★ batch " + " & ".join(starred)) if starred else ("dominated", "") if
                      r["status"] == "ok" else ("gate_failed", r["status"].replace("_", " ")))
     jobs = [f"#{r['job']}" for r in rows]
     job_w, note_w = max(map(len, jobs), default=0), max((len(n) for _, n in notes), default=0)
