@@ -15,10 +15,10 @@ from typing import Any
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in display pixels
 Segment = tuple[tuple[float, float], tuple[float, float]]
 
-NEAR = 7  # points: an offset up to this sits beside its marker and needs no leader
-# (dx, dy) in points from the point, nearest first: the first free spot wins.
-OFFSETS = [(r * dx, r * dy) for r in (NEAR, 14, 24, 38)
-           for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1), (0, -1), (1, 0), (-1, 0))]
+# Where a label may go, nearest first (the first free spot wins): rings of offsets in points past the marker's
+# edge; the first ring sits beside the marker and needs no leader.
+RINGS = (1.5, 8, 18, 32)
+DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1), (0, -1), (1, 0), (-1, 0))
 # Costs per square pixel of overlap (a label over a label is unreadable, over a marker hides it, outside the axes
 # it is cut off) and per label that could be read as another point's.
 _ON_LABEL, _ON_MARKER, _OUTSIDE, _MISREAD = 20, 3, 50, 400
@@ -55,7 +55,8 @@ def place_labels(ax: Any, labels: list[PointLabel], fontsize: float = 8) -> None
         others = obstacles[:n] + obstacles[n + 1:]
         point = tuple(to_px(lab.xy))
         best = None
-        for dx, dy in OFFSETS:
+        for ring, (ux, uy) in ((r, d) for r in RINGS for d in DIRECTIONS):
+            dx, dy = ux * (lab.half_width + ring), uy * (lab.half_width + ring)
             ann = ax.annotate(lab.text, lab.xy, xytext=(dx, dy), textcoords="offset points",
                               ha="left" if dx > 0 else "right" if dx < 0 else "center",
                               va="bottom" if dy > 0 else "top" if dy < 0 else "center", **style)
@@ -65,7 +66,7 @@ def place_labels(ax: Any, labels: list[PointLabel], fontsize: float = 8) -> None
                     + _ON_MARKER * sum(overlap(box, o) for o in obstacles)
                     + _OUTSIDE * (_area(box) - overlap(box, frame)))
             leader = None
-            if max(abs(dx), abs(dy)) <= NEAR:
+            if ring == RINGS[0]:
                 own = _distance(box, point)
                 cost += _MISREAD * sum(_distance(box, _centre(o)) < own for o in others)
             else:
