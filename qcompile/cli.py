@@ -134,7 +134,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     d = Path(args.multirun_dir)
     if not d.is_dir():
         raise BadInput(f"not a folder: {d}")
-    for p in write_sweep_report(d, args.metric).values():
+    for p in write_sweep_report(d, args.metric, args.batch).values():
         Console().print(str(p))
     return 0
 
@@ -235,6 +235,8 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("multirun_dir")
     rp.add_argument("--metric", metavar="NAME", help="plot and star by your metric eval.metrics.NAME instead of "
                     "accuracy (or cosine)")
+    rp.add_argument("--batch", metavar="N", help="star and plot latency at this measured batch (8, or 8x128 for "
+                    "batch x tokens); default: star at the largest, plot the smallest and largest side by side")
     k = sub.add_parser("cache", help="inspect and clean the cache")
     k.add_argument("action", choices=["ls", "info", "verify", "gc"])
     k.add_argument("--failed", action="store_true", help="ls: failed steps and their errors")

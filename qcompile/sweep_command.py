@@ -53,6 +53,7 @@ def cmd_sweep(args: BuildArgs) -> int:
     composition = compose(args.config_name, fixed, args.config_dir, sweep=True)
     if not any(o.is_sweep_override() and o.key_or_group in GROUPS for o in parsed):
         validate(composition.data)  # every job shares these values: a bad one is said once, before any job
+    _check_report_batch(parsed, composition.data)
     sweep_dir = Path(composition.sweep_dir).resolve()
     job = SweepJob(args.config_name, composition.config_dir, composition.overrides.deletions, args.remeasure)
     argv = ["--config-name", args.config_name, "--multirun", *composition.overrides.hydra]
@@ -77,6 +78,28 @@ def cmd_sweep(args: BuildArgs) -> int:
     finally:
         sys.argv = saved
     return sweep_exit_code(sweep_dir)
+
+
+def _check_report_batch(parsed: list[Any], data: dict[str, Any]) -> None:
+    """Bad input before any job starts when the sweep report is asked for a batch size (``+hydra.callbacks.
+    sweep_report.batch=N``) that ``bench.batch_sizes`` does not time; a sweep over bench options is left to the
+    report, which names what its jobs measured."""
+    from pydantic import ValidationError
+
+    from .kinds.measure import BenchSpec
+    from .report.sweep import SweepReportCallback
+
+    batch = next((o.value() for o in parsed if o.key_or_group == SweepReportCallback.OPTION
+                  and not o.is_sweep_override()), None)
+    if batch is None or any(o.is_sweep_override() and o.key_or_group.startswith("bench") for o in parsed):
+        return
+    try:
+        sizes = BenchSpec.model_validate(data.get("bench") or {}).batch_sizes
+    except ValidationError:
+        return  # every job reports its bench section's error itself
+    if str(batch).partition("x")[0].strip() not in {str(b) for b in sizes}:
+        raise BadInput(f"batch {batch} is not measured by this sweep: bench.batch_sizes is "
+                       f"[{', '.join(map(str, sizes))}]", key=SweepReportCallback.OPTION)
 
 
 def _quoted(path: Path) -> str:

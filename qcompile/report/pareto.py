@@ -1,11 +1,10 @@
-"""Pareto front of a sweep (quality vs the quantized variant's latency) and its plot.
+"""Pareto front of a sweep (quality vs the quantized variant's latency) and the choice of its axes.
 
-matplotlib is an optional extra (``qcompile[sweep]``), so it is only imported inside ``plot_pareto``.
+The plot itself is ``pareto_plot`` (matplotlib is an optional extra, ``qcompile[sweep]``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
@@ -80,11 +79,56 @@ def point_label(point: str) -> str:
 USER_PREFIX = "user_"  # sweep columns of the user's own metrics (eval.metrics): user_<name>, user_<name>_fp32...
 
 
-def choose_axes(rows: list[Row], metric: str | None = None) -> tuple[str, str | None]:
+def measured_points(rows: list[Row]) -> list[str]:
+    """The latency points (``"1"``, ``"8"``, ``"8x128"``) some built variant of the sweep has a p50 for, in
+    ``point_order``."""
+    built = [r for r in rows if r["status"] in ("ok", "gate_failed")]
+    cols = {k for r in built for k, v in r.items() if k.startswith(LAT_PREFIX) and v is not None}
+    return sorted((k[len(LAT_PREFIX):] for k in cols), key=point_order)
+
+
+def resolve_point(batch: str | int, points: list[str], option: str = "--batch") -> str:
+    """The latency point ``batch`` names among the measured ``points``: the point itself (``"8"``, ``"8x128"``),
+    or a bare batch size when exactly one measured point has it. Bad input naming ``option`` and the measured
+    points otherwise."""
+    value = str(batch).strip()
+    if value in points:
+        return value
+    same_batch = [p for p in points if p.partition("x")[0] == value]
+    if len(same_batch) == 1:
+        return same_batch[0]
+    if same_batch:
+        raise BadInput(f"batch {value} was measured at several sequence lengths ({', '.join(same_batch)}): "
+                       "name one", key=option)
+    measured = ", ".join(points) or "none"
+    raise BadInput(f"batch {value} was not measured; the measured batches are: {measured}", key=option)
+
+
+def choose_latency(rows: list[Row], batch: str | int | None = None, option: str = "--batch") -> str | None:
+    """The latency key the Pareto front and the table's ★ use: ``batch``'s point when given (bad input naming
+    ``option`` when the sweep did not measure it), else the largest batch measured (a speed-up that shows only in
+    batches is not hidden by batch 1); None when no variant has a latency."""
+    points = measured_points(rows)
+    if batch is not None:
+        return LAT_PREFIX + resolve_point(batch, points, option)
+    return LAT_PREFIX + points[-1] if points else None
+
+
+def panel_keys(rows: list[Row], batch: str | int | None = None, option: str = "--batch") -> list[str]:
+    """The latency keys the plot shows, one panel each: ``batch``'s point when given, else the smallest and the
+    largest point measured (one panel when the sweep measured one)."""
+    if batch is not None:
+        return [LAT_PREFIX + resolve_point(batch, measured_points(rows), option)]
+    points = measured_points(rows)
+    return [LAT_PREFIX + p for p in dict.fromkeys(points[:1] + points[-1:])]
+
+
+def choose_axes(rows: list[Row], metric: str | None = None, batch: str | int | None = None,
+                option: str = "--batch") -> tuple[str, str | None]:
     """(quality_key, latency_key) for a sweep: the user metric ``metric`` (eval.metrics.<metric>) when given,
     else accuracy when every built variant has labels, Spearman correlation with human scores when every one has
-    scored pairs (embedding models), else output cosine (synthetic data has no labels); p50 at the smallest batch
-    size (and shortest sequence) measured. Bad input when no built variant measured ``metric``."""
+    scored pairs (embedding models), else output cosine (synthetic data has no labels); the latency key from
+    ``choose_latency``. Bad input when no built variant measured ``metric`` or ``batch``."""
     built = [r for r in rows if r["status"] in ("ok", "gate_failed")]
     if metric is not None:
         if not any(r.get(USER_PREFIX + metric) is not None for r in built):
@@ -92,13 +136,23 @@ def choose_axes(rows: list[Row], metric: str | None = None) -> tuple[str, str | 
                            and not k.endswith(("_fp32", "_drop", "_higher_is_better"))})
             raise BadInput(f"no built variant of the sweep measured the metric {metric!r} (its user metrics: "
                            f"{', '.join(have) or 'none'})", key="--metric")
-    has = {k: bool(built) and all(r.get(k) is not None for r in built) for k in ("accuracy", "spearman")}
-    lat_cols = sorted((k for k in (rows[0] if rows else {}) if k.startswith(LAT_PREFIX)),
-                      key=lambda k: point_order(k[len(LAT_PREFIX):]))
+    latency = choose_latency(rows, batch, option)
     if metric is not None:
-        return USER_PREFIX + metric, (lat_cols[0] if lat_cols else None)
+        return USER_PREFIX + metric, latency
+    has = {k: bool(built) and all(r.get(k) is not None for r in built) for k in ("accuracy", "spearman")}
     quality = "accuracy" if has["accuracy"] else "spearman" if has["spearman"] else "cosine_mean"
-    return quality, (lat_cols[0] if lat_cols else None)
+    return quality, latency
+
+
+def candidate_front(rows: list[Row], quality_key: str, latency_key: str | None) -> set[int]:
+    """Indices of ``rows`` on the Pareto front at ``latency_key``: only variants that passed their gates are
+    candidates (a rejected build is not a deployment option), latency judged beyond the noise of its CI."""
+    if not latency_key:
+        return set()
+    ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+    front = pareto_front([rows[i] for i in ok], quality_key, latency_key, ci_keys(latency_key),
+                         higher_is_better(rows, quality_key))
+    return {ok[j] for j in front}
 
 
 def higher_is_better(rows: list[Row], quality_key: str) -> bool:
@@ -156,105 +210,3 @@ def reference_points(rows: list[Row], quality_key: str, latency_key: str | None
         if quality is not None:
             points.append((r[ref_key(latency_key)], r.get(ref_key(lo_key)), r.get(ref_key(hi_key)), quality))
     return list(dict.fromkeys(points))
-
-
-def _xerr(points: list[tuple[float, float | None, float | None]]) -> list[list[float]]:
-    # Asymmetric bars: the median's CI is not centred on it (latency has a long right tail).
-    return [[max(0.0, x - lo) if lo is not None else 0.0 for x, lo, _ in points],
-            [max(0.0, hi - x) if hi is not None else 0.0 for x, _, hi in points]]
-
-
-def plot_pareto(rows: list[Row], front: set[int], quality_key: str, latency_key: str | None,
-                path: Path) -> None:
-    """Write a PNG scatter of quality vs p50 latency of each row's variant; marker area follows its model size.
-
-    Horizontal bars are the p50's 95% confidence interval. Pareto-optimal variants are highlighted, joined by
-    a step line and labelled with the overrides that differ between variants; gate-failed variants are drawn
-    hollow; failed and missing ones are left out. The reference (FP32) is a black diamond of its own.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scale = 100.0 if quality_key == "accuracy" else 1.0
-    idx = [i for i, r in enumerate(rows) if r["status"] in ("ok", "gate_failed") and latency_key
-           and r.get(quality_key) is not None and r.get(latency_key) is not None]
-    labels = dict(zip(idx, short_labels([rows[i] for i in idx])))
-    sizes = [rows[i].get("size_bytes") or 0 for i in idx]
-    biggest = max(sizes, default=0) or 1
-
-    def area(i: int) -> float:
-        return 40 + 500 * (rows[i].get("size_bytes") or 0) / biggest
-
-    def xy(i: int) -> tuple[float, float]:
-        return rows[i][latency_key], rows[i][quality_key] * scale
-
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "gate_failed", "failed", "missing")}
-    title = f"qcompile sweep: {len(rows)} variants ({counts['ok']} ok"
-    title += "".join(f", {n} {s.replace('_', ' ')}" for s, n in counts.items() if s != "ok" and n) + ")"
-
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
-    groups = [
-        ([i for i in idx if i in front], dict(c="tab:orange", edgecolors="black", linewidths=1.2, zorder=3),
-         "Pareto-optimal"),
-        ([i for i in idx if i not in front and rows[i]["status"] == "ok"],
-         dict(c="tab:blue", alpha=0.55, edgecolors="none", zorder=2), "dominated"),
-        ([i for i in idx if rows[i]["status"] == "gate_failed"],
-         dict(facecolors="none", edgecolors="tab:red", linewidths=1.2, zorder=2), "gate failed"),
-    ]
-    for members, style, name in groups:
-        if members:
-            ax.scatter([xy(i)[0] for i in members], [xy(i)[1] for i in members],
-                       s=[area(i) for i in members], label=name, **style)
-    lo_key, hi_key = ci_keys(latency_key) if latency_key else ("", "")
-    with_ci = [i for i in idx if rows[i].get(lo_key) is not None and rows[i].get(hi_key) is not None]
-    if with_ci:
-        ax.errorbar([xy(i)[0] for i in with_ci], [xy(i)[1] for i in with_ci],
-                    xerr=_xerr([(xy(i)[0], rows[i][lo_key], rows[i][hi_key]) for i in with_ci]),
-                    fmt="none", ecolor="0.15", elinewidth=1.2, capsize=3, zorder=3.5)
-    refs = reference_points(rows, quality_key, latency_key)
-    if refs:
-        ax.errorbar([p[0] for p in refs], [p[3] for p in refs], xerr=_xerr([p[:3] for p in refs]), fmt="D",
-                    color="black", ms=7, elinewidth=1, capsize=3, zorder=4, label="FP32 reference")
-        for x, _, _, y in refs:
-            ax.annotate("FP32", (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8, zorder=5)
-    on_front = sorted((i for i in idx if i in front), key=lambda i: xy(i))
-    if len(on_front) > 1:
-        # A step: for any latency budget, the best quality reachable is that of the last front point left of it.
-        ax.step([xy(i)[0] for i in on_front], [xy(i)[1] for i in on_front], where="post",
-                color="tab:orange", lw=1.2, alpha=0.8, zorder=1)
-    tags = []
-    for i in idx:
-        x, y = xy(i)
-        if i in front:
-            # Up and to the left of a front point nothing can lie (it would dominate the point): room for a label.
-            box = dict(boxstyle="round,pad=0.2", fc="white", ec="tab:orange", alpha=0.9)
-            tags.append(ax.annotate(labels[i], (x, y), xytext=(-8, 8), textcoords="offset points", ha="right",
-                                    va="bottom", fontsize=8, zorder=5, bbox=box))
-        else:
-            ax.annotate(f"#{rows[i]['job']}", (x, y), xytext=(6, -10), textcoords="offset points",
-                        fontsize=7, color="0.4")
-    if not idx:
-        ax.text(0.5, 0.5, "no built variant has both a quality and a latency figure",
-                ha="center", va="center", transform=ax.transAxes, color="0.4")
-    ax.set_xlabel(f"latency p50 (ms), {point_label(latency_key[len(LAT_PREFIX):]) if latency_key else 'batch ?'}  "
-                  "(lower is better)")
-    ax.set_ylabel(quality_label(quality_key)
-                  + ("\n(higher is better)" if higher_is_better(rows, quality_key) else "\n(lower is better)"))
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.margins(x=0.15, y=0.2)
-    if idx or refs:
-        leg = ax.legend(loc="lower right", fontsize=8, markerscale=0.6,
-                        title=f"marker area ∝ model size (max {biggest / 1024:.0f} KiB)", title_fontsize=8)
-        leg.set_zorder(4)
-    fig.tight_layout()
-    fig.canvas.draw()
-    left_edge = ax.get_window_extent().x0
-    for tag in tags:
-        if tag.get_window_extent().x0 < left_edge:  # would leave the axes: put it on the right instead
-            tag.set_horizontalalignment("left")
-            tag.xyann = (8, 8)
-    fig.savefig(path, format="png")
-    plt.close(fig)

@@ -17,14 +17,14 @@ from typing import Any, Callable
 
 from hydra.experimental.callback import Callback
 
-from ..errors import QcompileError
+from ..errors import BadInput, QcompileError
 from .pareto import (
     LAT_PREFIX,
     USER_PREFIX,
+    candidate_front,
     choose_axes,
     ci_keys,
-    higher_is_better,
-    pareto_front,
+    panel_keys,
     point_label,
     point_order,
     quality_label,
@@ -203,7 +203,8 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
              f"{len(rows)} variants: "
              + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n or s == "ok") + ".", "",
              f"Quality axis: **{quality_label(quality_key)}**; latency axis: each row's variant's p50 at "
-             f"{point_label(latency_key[len(_LAT_PREFIX):]) if latency_key else 'batch –'}. "
+             f"{point_label(latency_key[len(_LAT_PREFIX):]) if latency_key else 'batch –'} "
+             "(`qcompile report DIR --batch N` takes another measured batch). "
              "★ marks the Pareto-optimal variants "
              "(no other variant is at least as good in quality, not measurably slower, and either better in "
              "quality or measurably faster; latencies are compared by their 95% confidence intervals, so a "
@@ -238,15 +239,14 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
     return "\n".join(lines) + "\n"
 
 
-def _build(sweep_dir: Path, metric: str | None = None) -> tuple[dict[str, Path], list[Row], str, str | None]:
+def _build(sweep_dir: Path, metric: str | None = None, batch: str | int | None = None,
+           option: str = "--batch") -> tuple[dict[str, Path], list[Row], str, str | None]:
     sweep_dir = Path(sweep_dir)
     rows = collect_sweep(sweep_dir)
-    quality_key, latency_key = choose_axes(rows, metric)
-    # Only variants that passed their gates are candidates: a rejected build is not a deployment option.
-    ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
-    front = ({ok[j] for j in pareto_front([rows[i] for i in ok], quality_key, latency_key, ci_keys(latency_key),
-                                          higher_is_better(rows, quality_key))}
-             if latency_key else set())
+    # Both before anything is written: a batch the sweep did not measure is bad input, and no table is half right.
+    quality_key, latency_key = choose_axes(rows, metric, batch, option)
+    panels = panel_keys(rows, batch, option)
+    front = candidate_front(rows, quality_key, latency_key)
     for i, r in enumerate(rows):
         r["pareto"] = i in front
     columns = ["job", "pareto"] + [k for k in (rows[0] if rows else {}) if k not in ("job", "pareto")]
@@ -266,10 +266,10 @@ def _build(sweep_dir: Path, metric: str | None = None) -> tuple[dict[str, Path],
     _atomic_write(paths["md"], write_md)
     _atomic_write(paths["csv"], write_csv)
     try:
-        from .pareto import plot_pareto
+        from .pareto_plot import plot_pareto
 
         _atomic_write(sweep_dir / "pareto.png",
-                      lambda tmp: plot_pareto(rows, front, quality_key, latency_key, tmp))
+                      lambda tmp: plot_pareto(rows, quality_key, panels, tmp, star_key=latency_key))
         paths["png"] = sweep_dir / "pareto.png"
     except ImportError as e:
         print(f"qcompile: skipped pareto.png ({e.name or 'matplotlib'} is not installed; "
@@ -277,13 +277,17 @@ def _build(sweep_dir: Path, metric: str | None = None) -> tuple[dict[str, Path],
     return paths, rows, quality_key, latency_key
 
 
-def write_sweep_report(sweep_dir: Path, metric: str | None = None) -> dict[str, Path]:
+def write_sweep_report(sweep_dir: Path, metric: str | None = None, batch: str | int | None = None,
+                       option: str = "--batch") -> dict[str, Path]:
     """Write ``sweep.md``, ``sweep.csv`` and ``pareto.png`` into ``sweep_dir``; return {"md", "csv", "png"} paths.
 
     ``metric``: a user metric (``eval.metrics.<name>``) as the quality axis instead of the built-in choice.
+    ``batch``: the latency point (``8``, ``8x128``) the Pareto front and the plot use; by default the front is
+    taken at the largest batch measured and the plot has a panel for the smallest and one for the largest. A
+    batch the sweep did not measure is bad input naming ``option``, before anything is written.
     The PNG needs matplotlib; without it the tables are still written and "png" is absent from the result.
     """
-    return _build(sweep_dir, metric)[0]
+    return _build(sweep_dir, metric, batch, option)[0]
 
 
 def _print_summary(rows: list[Row], paths: dict[str, Path], quality_key: str, latency_key: str | None) -> None:
@@ -314,13 +318,23 @@ class SweepReportCallback(Callback):
     """Hydra callback: when a multirun ends, write the sweep report and print its summary.
 
     Enable with ``hydra.callbacks.sweep_report._target_=qcompile.report.sweep.SweepReportCallback``;
-    ``+hydra.callbacks.sweep_report.metric=NAME`` plots the user metric ``eval.metrics.NAME`` as the quality axis.
+    ``+hydra.callbacks.sweep_report.metric=NAME`` plots the user metric ``eval.metrics.NAME`` as the quality axis,
+    ``+hydra.callbacks.sweep_report.batch=8`` takes the front and the plot at batch 8.
     """
 
-    def __init__(self, metric: str | None = None) -> None:
+    OPTION = "hydra.callbacks.sweep_report.batch"
+
+    def __init__(self, metric: str | None = None, batch: str | int | None = None) -> None:
         self.metric = metric
+        self.batch = batch
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        """Write the report for ``config.hydra.sweep.dir`` and print a summary to stderr."""
-        paths, rows, quality_key, latency_key = _build(Path(str(config.hydra.sweep.dir)), self.metric)
+        """Write the report for ``config.hydra.sweep.dir`` and print a summary to stderr. A metric or batch the
+        sweep did not measure is one line and exit 2 (Hydra would print a traceback of the exception)."""
+        try:
+            paths, rows, quality_key, latency_key = _build(Path(str(config.hydra.sweep.dir)), self.metric,
+                                                           self.batch, self.OPTION)
+        except BadInput as e:
+            print(f"qcompile: bad input: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         _print_summary(rows, paths, quality_key, latency_key)
