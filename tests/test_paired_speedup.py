@@ -6,6 +6,7 @@ only when a run says how long it took), so no assertion depends on this machine'
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -246,3 +247,29 @@ def test_a_quiet_build_says_nothing_of_load_in_its_last_line(tmp_path, capsys):
     assert report["busy"] == {}
     print_outcome(BuildResult(Path(tmp_path), report["build_id"], report, []))
     assert "busy" not in capsys.readouterr().out
+
+
+# --- a sweep places variants by their pairs ---------------------------------------------------------------------
+
+def test_sweep_places_variants_by_their_paired_speedup_not_their_moment(tmp_path):
+    """Two equally accurate variants: job 0 was timed alone while the machine was busy (p50 0.05 ms), job 1 while it
+    was quiet (0.02 ms), so apart job 1 looks 2.5x faster. Timed beside FP32 (0.04 ms, shared), job 0 is 2x faster
+    than FP32 and job 1 only 1.25x: job 0 is the one to star."""
+    from qcompile.report.sweep import collect_sweep, write_sweep_report
+
+    from .test_sweep_report import make_job, make_report
+
+    d = tmp_path / "sweep"
+    for job, p50, pair, ci in ((0, 0.05, 2.0, [1.9, 2.1]), (1, 0.02, 1.25, [1.2, 1.3])):
+        rep = make_report(0.96, p50, 450_000, fp32_p50=0.04)
+        rep["speedup_p50"] = {"int8": {"1": pair, "8": pair}}
+        rep["speedup_ci"] = {"int8": {"1": ci, "8": ci}}
+        make_job(d, job, [f"quant.calibration.method={'minmax' if job == 0 else 'entropy'}"], rep)
+    rows = collect_sweep(d)
+    assert rows[0]["p50_ms_bs1"] == 0.02 and rows[1]["p50_ms_bs1"] == 0.032  # FP32 0.04 / the pair's speed-up
+    assert (rows[0]["p50_ci_lo_ms_bs1"], rows[0]["p50_ci_hi_ms_bs1"]) == (round(0.04 / 2.1, 4), round(0.04 / 1.9, 4))
+    assert rows[0]["measured_p50_ms_bs1"] == 0.05 and rows[1]["measured_p50_ms_bs1"] == 0.02  # timed alone
+    write_sweep_report(d, batch=1)
+    with (d / "sweep.csv").open() as f:
+        assert [r["pareto"] for r in csv.DictReader(f)] == ["1", "0"]
+    assert "timed as a pair" in (d / "sweep.md").read_text()

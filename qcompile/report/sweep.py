@@ -115,6 +115,7 @@ def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any], dict[str, Any]]:
             ci = _get(lat, "p50_ci") or [None, None]
             latency.setdefault(str(bs), {}).update({f"{prefix}p50": _get(lat, "p50"), f"{prefix}lo": ci[0],
                                                      f"{prefix}hi": ci[1]})
+    _place_by_pair(latency, _get(report, "speedup_p50", variant) or {}, _get(report, "speedup_ci", variant) or {})
     # The user's own metrics (eval.metrics): the variant's value, FP32's, the drop and which way is better.
     user: dict[str, Any] = {}
     for name, value in sorted((measured.get("user") or {}).items()):
@@ -123,6 +124,22 @@ def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any], dict[str, Any]]:
                      f"{key}_drop": _get(report, "user_metric_drop", variant, name),
                      f"{key}_higher_is_better": _get(report, "user_metric_higher_is_better", name)})
     return row, latency, user
+
+
+def _place_by_pair(latency: dict[str, dict[str, Any]], speedups: dict[str, float],
+                   cis: dict[str, list[float]]) -> None:
+    """Place the variant at FP32's p50 divided by its paired speed-up (interval likewise), keeping its own
+    once-measured p50 as ``measured_p50``.
+
+    Every job of a sweep shares one FP32 measurement (its key holds no quant option), so on this scale variants
+    compare by ratios each timed beside FP32, not by p50s timed at different moments of a shared machine: the star
+    no longer goes to whichever variant happened to be timed while the machine was quiet.
+    """
+    for bs, lat in latency.items():
+        s, ci, ref = speedups.get(bs), cis.get(bs), lat.get("ref_p50")
+        lat["measured_p50"] = lat.get("p50")
+        if s and ci and ref and ci[0] > 0 and ci[1] > 0:
+            lat.update(p50=round(ref / s, 4), lo=round(ref / ci[1], 4), hi=round(ref / ci[0], 4))
 
 
 def _variants(report: dict | None) -> tuple[str, str | None]:
@@ -137,7 +154,9 @@ def collect_sweep(sweep_dir: Path) -> list[Row]:
 
     Every row has the same keys, so the rows can go straight into a table: per batch size seen in any job,
     ``p50_ms_bs<N>`` with its 95% CI bounds ``p50_ci_lo_ms_bs<N>`` / ``p50_ci_hi_ms_bs<N>``, then the same for
-    the job's reference (FP32) prefixed ``ref_`` (None where a job has no figure, or its report no CI).
+    the job's reference (FP32) prefixed ``ref_`` (None where a job has no figure, or its report no CI). A variant
+    timed as a pair with FP32 sits at FP32's p50 over its paired speed-up (``_place_by_pair``), its own p50 timed
+    alone in ``measured_p50_ms_bs<N>``.
     ``status`` is ``ok``, ``gate_failed``, ``failed`` or ``missing`` (a folder with neither report.json nor
     failure.json: the job never finished).
     """
@@ -159,6 +178,8 @@ def collect_sweep(sweep_dir: Path) -> list[Row]:
                 got = lat.get(b, {})
                 for key, field in zip((p50_key, *ci_keys(p50_key)), ("p50", "lo", "hi")):
                     cols.append((ref_key(key), got.get(f"ref_{field}")) if ref else (key, got.get(field)))
+                if not ref:
+                    cols.append((f"measured_{p50_key}", got.get("measured_p50")))
         cols += [(k, user.get(k)) for k in user_cols]
         rows.append(dict(items[:at] + cols + items[at:]))
     return rows
@@ -204,7 +225,10 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
              + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n or s == "ok") + ".", "",
              f"Quality axis: **{quality_label(quality_key)}**; latency axis: each row's variant's p50 at "
              f"{point_label(latency_key[len(_LAT_PREFIX):]) if latency_key else 'batch –'} "
-             "(`qcompile report DIR --batch N` takes another measured batch). "
+             "(`qcompile report DIR --batch N` takes another measured batch), placed at FP32's p50 divided by "
+             "the variant's speed-up timed as a pair with FP32, so variants compare by ratios each timed "
+             "beside FP32 rather than by p50s timed at different moments (`measured_p50_ms_bs<N>`: the "
+             "variant's own, timed alone). "
              "★ marks the Pareto-optimal variants "
              "(no other variant is at least as good in quality, not measurably slower, and either better in "
              "quality or measurably faster; latencies are compared by their 95% confidence intervals, so a "
