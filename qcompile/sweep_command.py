@@ -54,6 +54,10 @@ def cmd_sweep(args: BuildArgs) -> int:
     if not any(o.is_sweep_override() and o.key_or_group in GROUPS for o in parsed):
         validate(composition.data)  # every job shares these values: a bad one is said once, before any job
     _check_report_batch(parsed, composition.data)
+    if args.quiet_below is not None:  # once, before the first job: the jobs' own work is the load after that
+        from .build_command import wait_until_quiet
+
+        wait_until_quiet(args.quiet_below, args.quiet_wait)
     sweep_dir = Path(composition.sweep_dir).resolve()
     job = SweepJob(args.config_name, composition.config_dir, composition.overrides.deletions, args.remeasure)
     argv = ["--config-name", args.config_name, "--multirun", *composition.overrides.hydra]
