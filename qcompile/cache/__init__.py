@@ -4,7 +4,7 @@ Layout under the cache root::
 
     blobs/ab/<sha256>        artifact content, read-only, named by digest
     actions/ab/<key>.json    a finished step: its outputs' digests and small result values, with its own digest
-    failures/<key>.json      the last failure of a step key (never a cache hit)
+    failures/<key>.json      the last failure of a step key with a bug (never a cache hit; bad input records none)
     locks/<key>.lock         per-key locks, so concurrent builds run a step once (removed by the build that made
                              one when it lets go)
     leases/<host>-<pid>-*.json  the keys each running build uses, so gc leaves them alone (see ``lease``)
@@ -19,6 +19,7 @@ removed again (see ``journal``), and memos are written only when it closes witho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -235,7 +236,8 @@ class Cache:
         """The build's lease closed: on bad input take back what it created; when it ended well, write its memos."""
         try:
             if exc is not None and is_bad_input(exc):
-                self.undo()
+                with contextlib.suppress(OSError):  # the bad input is the error to report, not a failed clean-up
+                    self.undo()
             elif exc is None and self.memo.requested:
                 self.memo.write()
         finally:
