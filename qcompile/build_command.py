@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from .errors import BadInput, GateFailed, QcompileError, as_bad_input
+from .errors import BadInput, GateFailed, QcompileError, as_bad_input, naming
 
 if TYPE_CHECKING:
     from .builds import BuildResult
@@ -164,13 +164,14 @@ def build_composed(composition: Composition, out: Path, remeasure: bool = False)
     from .recipe.load import validate
 
     recipe = validate(composition.data)
-    claim(out)
-    try:
-        composition.write(out)
-    except BaseException:
-        abandon(out)
-        raise
-    return build(recipe, out, remeasure=remeasure)
+    with naming(out):  # a full disk names no file when a write fails: the cache's writes name theirs, these the folder
+        claim(out)
+        try:
+            composition.write(out)
+        except BaseException:
+            abandon(out)
+            raise
+        return build(recipe, out, remeasure=remeasure)
 
 
 def print_outcome(result: BuildResult) -> None:

@@ -279,11 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                             "run": cmd_run}
                 code = handlers[args.verb](args)
         except QcompileError as e:
-            code = fail(e)
+            code = fail(_traced(e))
         except OSError as e:
             if as_bad_input(e) is None:
                 raise
-            code = fail(user_os_error(e))
+            code = fail(_traced(e, user_os_error(e)))
     except BrokenPipeError:
         # The reader went away (`qcompile build --help | head`): no traceback, and no second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -294,6 +294,25 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"qcompile: {how}; finished steps are cached and the next build resumes from them")
         code = 143 if isinstance(e, Terminated) else 130
     sys.exit(code)
+
+
+FULL_ERROR = "QCOMPILE_FULL_ERROR"
+
+
+def _traced(e: BaseException, shown: QcompileError | None = None) -> QcompileError:
+    """What to print for ``e`` (``shown``, else ``e``): with QCOMPILE_FULL_ERROR=1 its traceback goes to stderr
+    first; without, bad input raised from another error (the user's function, a library) says how to see that
+    error's traceback. Bad input leaves nothing in the cache, so the traceback lives only here."""
+    import os
+
+    shown = shown or e  # type: ignore[assignment]
+    if os.environ.get(FULL_ERROR, "") not in ("", "0"):
+        import traceback
+
+        traceback.print_exception(e)
+    elif isinstance(shown, BadInput) and e.__cause__ is not None:
+        return BadInput(f"{shown} ({FULL_ERROR}=1 shows its traceback)")
+    return shown  # type: ignore[return-value]
 
 
 class Terminated(KeyboardInterrupt):

@@ -279,10 +279,12 @@ def test_labels_of_any_shape_for_an_embedding_model(code, tmp_path):
 
 
 def test_a_raising_function_through_the_cli(code, cache_dir, tmp_path):
-    """One line naming data.function, exit 2, nothing cached; the user's traceback is kept in the failure record."""
+    """One line naming data.function, exit 2, nothing cached (no failure record either); QCOMPILE_FULL_ERROR=1
+    prints the user's traceback."""
     proc = run_cli("build", *_args(code, "mydata.loader:broken"), cache=cache_dir, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "data.function" in proc.stderr and "no data today" in proc.stderr and "Traceback" not in proc.stderr
-    assert cache_entries(cache_dir) == []
-    records = [json.loads(p.read_text()) for p in (cache_dir / "failures").rglob("*.json")]
-    assert any('loader.py", line' in r["error"] and "no data today" in r["error"] for r in records), records
+    assert cache_entries(cache_dir) == [] and not (cache_dir / "failures").exists()
+    traced = run_cli("build", *_args(code, "mydata.loader:broken"), cache=cache_dir, cwd=tmp_path,
+                     extra_env={"QCOMPILE_FULL_ERROR": "1"})
+    assert traced.returncode == 2 and 'loader.py", line' in traced.stderr, traced.stderr[-2000:]

@@ -4,16 +4,22 @@ Layout under the cache root::
 
     blobs/ab/<sha256>        artifact content, read-only, named by digest
     actions/ab/<key>.json    a finished step: its outputs' digests and small result values, with its own digest
-    failures/<key>.json      the last failure of a step key (never a cache hit)
-    locks/<key>.lock         per-key locks, so concurrent builds run a step once
+    failures/<key>.json      the last failure of a step key with a bug (never a cache hit; bad input records none)
+    locks/<key>.lock         per-key locks, so concurrent builds run a step once (removed by the build that made
+                             one when it lets go)
     leases/<host>-<pid>-*.json  the keys each running build uses, so gc leaves them alone (see ``lease``)
-    memo/                    stat memo of user files
+    memo/                    stat memo of user files, ONNX signatures (see ``memos``)
     verified/ab/<sha256>     stat stamp of a blob when it was last hashed (trusted while unchanged)
     tmp/                     scratch space for running steps and atomic writes
+
+A build's lease spans it: when the lease closes on bad input (exit 2), everything the build created here is
+removed again (see ``journal``), and memos are written only when it closes without error. A read-only cache
+(``journal``) serves cached steps and writes nothing; a step it lacks is bad input naming the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -22,8 +28,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .keys import StatMemo, canonical_json, digest_json
+from ..errors import BadInput, is_bad_input
+from .journal import Journal
+from .keys import canonical_json, digest_json
 from .lease import Lease
+from .memos import Memo
 from .store import BlobStore, CorruptBlob
 
 if TYPE_CHECKING:
@@ -89,14 +98,29 @@ def parse_record(raw: Any, key: str | None = None) -> tuple[ActionRecord | None,
 
 
 class Cache:
-    """Facade over the blob store, action records, failure records and locks."""
+    """Facade over the blob store, action records, failure records and locks.
 
-    def __init__(self, root: Path | None = None):
+    ``read_only``: never write here, even where the file system would allow it (a cache is also found read-only
+    by itself, see ``journal``).
+    """
+
+    def __init__(self, root: Path | None = None, read_only: bool = False):
         self.root = Path(root) if root else default_cache_dir()
         self.tmp = self.root / "tmp"
-        self.blobs = BlobStore(self.root / "blobs", self.tmp)
-        self.memo = StatMemo(self.root / "memo")
+        self.journal = Journal(self.root, read_only=read_only)
+        self.blobs = BlobStore(self.root / "blobs", self.tmp, journal=self.journal)
         self._lease: Lease | None = None
+        self.memo = Memo(self.root / "memo", self.journal, busy=lambda: self._lease is not None and self._lease.open)
+
+    @property
+    def read_only(self) -> str | None:
+        """Why this cache must not be written (read-only), or None when it may be."""
+        return self.journal.read_only
+
+    def missing(self, step: str, kind: str) -> BadInput:
+        """The bad input for a step a read-only cache does not hold (it cannot be run and stored)."""
+        return BadInput(f"the cache {self.root} is read-only ({self.read_only}) and step {step} ({kind}) is not in "
+                        "it: build once with a writable cache (set QCOMPILE_CACHE_DIR to a writable folder)")
 
     def action_path(self, key: str) -> Path:
         """Where the record of ``key`` lives."""
@@ -107,7 +131,7 @@ class Cache:
         from filelock import FileLock  # here: a fully cached build takes no lock
 
         d = self.root / "locks"
-        d.mkdir(parents=True, exist_ok=True)
+        self.journal.make_dirs(d)
         return FileLock(str(d / f"{key}.lock"))
 
     def read_action(self, path: Path) -> tuple[ActionRecord | None, str | None]:
@@ -132,20 +156,27 @@ class Cache:
         rec, problem = self.read_action(p)
         if rec is None:
             if problem:
-                p.unlink(missing_ok=True)
+                self._discard(p)
             return None
         if outputs is not None and set(rec.outputs) != set(outputs):
-            p.unlink(missing_ok=True)
+            self._discard(p)
             return None
         for digest in rec.outputs.values():
             ok = self.blobs.verify(digest) if verify else self.blobs.has(digest)
             if not ok:
-                p.unlink(missing_ok=True)
+                self._discard(p)
                 return None
         return rec
 
+    def _discard(self, record: Path) -> None:
+        """Delete a record that cannot be used (a read-only cache keeps it: it is just not used)."""
+        if not self.read_only:
+            record.unlink(missing_ok=True)
+
     def touch(self, key: str) -> None:
         """Mark a record as just used (its mtime), so ``gc --older-than`` keeps what builds still use."""
+        if self.read_only:
+            return
         try:
             os.utime(self.action_path(key))
         except OSError:
@@ -153,13 +184,7 @@ class Cache:
 
     def record(self, rec: ActionRecord) -> None:
         """Write an action record atomically; its blobs must already be in the store."""
-        p = self.action_path(rec.key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(canonical_json(record_body(rec)))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        self.journal.write(self.action_path(rec.key), canonical_json(record_body(rec)).encode(), fsync=True)
         self.failure_path(rec.key).unlink(missing_ok=True)
 
     def failure_path(self, key: str) -> Path:
@@ -167,12 +192,18 @@ class Cache:
         return self.root / "failures" / f"{key}.json"
 
     def record_failure(self, key: str, kind: str, error: str) -> None:
-        """Remember why a step failed (for ``cache ls`` and reports); a failure is never a cache hit."""
-        p = self.failure_path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "kind": kind, "error": error, "time": time.time()}))
-        os.replace(tmp, p)
+        """Remember why a step failed with a bug (for ``cache ls --failed``); a failure is never a cache hit.
+
+        Not for bad input, which leaves nothing in the cache. Best effort: a full disk must not hide the error
+        being recorded.
+        """
+        if self.read_only:
+            return
+        body = json.dumps({"key": key, "kind": kind, "error": error, "time": time.time()})
+        try:
+            self.journal.write(self.failure_path(key), body.encode())
+        except OSError:
+            pass
 
     def iter_action_files(self) -> Iterator[tuple[Path, ActionRecord | None, str | None]]:
         """(path, record, problem) for every record file; see ``read_action``."""
@@ -197,36 +228,71 @@ class Cache:
         ``scheduler.execute`` (which opens it too) and keep its keys held until the caller is done.
         """
         if self._lease is None or not self._lease.open:
-            self._lease = Lease(self.root / "leases", self.tmp)
+            self.journal.clear()  # a new build: what it creates from now on is its own
+            self._lease = Lease(self.root / "leases", self.tmp, self.journal, on_close=self._closed)
         return self._lease
+
+    def _closed(self, exc: BaseException | None) -> None:
+        """The build's lease closed: on bad input take back what it created; when it ended well, write its memos."""
+        try:
+            if exc is not None and is_bad_input(exc):
+                with contextlib.suppress(OSError):  # the bad input is the error to report, not a failed clean-up
+                    self.undo()
+            elif exc is None and self.memo.requested:
+                self.memo.write()
+        finally:
+            self.journal.clear()
+
+    def undo(self) -> None:
+        """Remove what this build created (records, then blobs nothing else refers to, stamps, folders while
+        empty), as a build that exits 2 must. What another running build holds stays."""
+        actions, blobs = self.root / "actions", self.root / "blobs"
+        files = list(dict.fromkeys(self.journal.files))
+        keys = [p.name.removesuffix(".json") for p in files if p.parent.parent == actions]
+        created = {p.name for p in files if p.parent.parent == blobs}
+        self._drop_records(keys)
+        self._drop_blobs(created)  # only blobs it made: an output equal to an older blob leaves that one be
+        for p in files:
+            if p.parent.parent not in (actions, blobs):
+                p.unlink(missing_ok=True)
+        self.journal.remove_dirs()
 
     def remove_action(self, key: str) -> None:
         """Forget a record (its blobs stay until ``gc``)."""
         self.action_path(key).unlink(missing_ok=True)
 
     def forget(self, keys: list[str]) -> None:
-        """Remove the records of ``keys`` and the blobs only they referenced (undoing a rejected build).
+        """Remove the records of ``keys`` and the blobs only they referenced.
 
         Keys another running build holds stay: a parallel sweep worker may already be using what this one wrote.
         """
+        self._drop_blobs(self._drop_records(keys))
+
+    def _drop_records(self, keys: list[str]) -> set[str]:
+        """Remove the records of ``keys`` but those another running build holds or a kept build names; return the
+        digests of their outputs."""
         if not keys:
-            return
+            return set()
         from .lease import read_leases
 
         live, _ = read_leases(self.root / "leases")
         own = self._lease.path if self._lease is not None else None
         others = set().union(*(lease.keys for lease in live if lease.path != own)) | self._registered_keys()
-        doomed = {}
+        outputs: set[str] = set()
         for key in (k for k in keys if k not in others):
             rec = self.lookup(key, verify=False)
             if rec is not None:
-                doomed[key] = set(rec.outputs.values())
+                outputs |= set(rec.outputs.values())
             self.remove_action(key)
-        if not doomed:
+        return outputs
+
+    def _drop_blobs(self, digests: set[str]) -> None:
+        """Remove the blobs ``digests`` that no record and no registered build refers to."""
+        if not digests:
             return
         referenced = {d for rec in self.iter_actions() for d in rec.outputs.values()}
         referenced |= {entry.get("lock") for _, entry in self.iter_builds()}
-        for digest in set().union(*doomed.values()) - referenced:
+        for digest in digests - referenced:
             self.blobs.remove(digest)
 
     def _registered_keys(self) -> set[str]:
@@ -242,19 +308,19 @@ class Cache:
 
     # ------------------------------------------------------------------ builds (lockfiles by build id)
     def register_build(self, build_id: str, lockfile: Path) -> None:
-        """Store a build's lockfile as a blob and index it by build id (for ``checkout`` and ``gc``)."""
+        """Store a build's lockfile as a blob and index it by build id (for ``checkout`` and ``gc``); a read-only
+        cache indexes nothing (``checkout`` finds the build only if a build with a writable cache stored it)."""
+        if self.read_only:
+            return
         digest = self.blobs.put(lockfile)
         p = self.root / "builds" / f"{build_id}.json"
-        p.parent.mkdir(parents=True, exist_ok=True)
         try:
             entry = json.loads(p.read_text())
         except (OSError, ValueError):
             entry = {"lockfiles": []}
         paths = {str(Path(x)) for x in entry.get("lockfiles", [])} | {str(Path(lockfile).resolve())}
         entry = {"build_id": build_id, "lock": digest, "lockfiles": sorted(paths), "time": time.time()}
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entry, indent=2))
-        os.replace(tmp, p)
+        self.journal.write(p, json.dumps(entry, indent=2).encode())
 
     def find_build(self, build_id: str) -> dict[str, Any] | None:
         """The build index entry for ``build_id`` (a unique prefix works too)."""

@@ -23,6 +23,8 @@ What this does not close (check-then-delete without a lock that builds and gc sh
 * A lease not rewritten for a day counts as dead, so one step running longer than a day loses its protection.
   On another host (a cache shared over a network filesystem) the process cannot be checked: only the age
   counts, clock skew between hosts shifts it, and the filesystem's attribute caching may delay what gc sees.
+* A build on a cache it may not write (read-only, see ``journal``) writes no lease: whoever can write that cache
+  and runs gc there does not see the build.
 * On this host a recycled pid can keep a dead lease live until it is a day old (that keeps too much, never
   too little). The reverse is worse: containers that share one host name but not their pid namespace, and
   one cache, see each other's leases as dead. Give them distinct host names (Docker's default does).
@@ -35,10 +37,12 @@ import os
 import re
 import secrets
 import socket
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .journal import Journal
 
 LIVE_SECONDS = 86400  # a lease not rewritten for a day is dead even when its pid cannot be checked
 
@@ -49,17 +53,26 @@ def this_host() -> str:
 
 
 class Lease:
-    """The lease of one running build; a reentrant context manager (the file exists while it is entered)."""
+    """The lease of one running build; a reentrant context manager (the file exists while it is entered).
 
-    def __init__(self, directory: Path, tmp: Path):
+    ``journal`` notes the folders the lease makes (and says when the cache is read-only: then no file is written,
+    and gc cannot see the build). ``on_close`` is called with the exception that ends the outermost block (None
+    when it ends well), once the file is gone.
+    """
+
+    def __init__(self, directory: Path, tmp: Path, journal: Journal | None = None,
+                 on_close: Callable[[BaseException | None], None] | None = None):
         self.dir = Path(directory)
         self.tmp = Path(tmp)
+        self.journal = journal or Journal(self.dir.parent)
+        self.on_close = on_close
         self.host = this_host()
         self.pid = os.getpid()
         safe_host = re.sub(r"[^A-Za-z0-9_.]+", "_", self.host) or "host"
         self.path = self.dir / f"{safe_host}-{self.pid}-{secrets.token_hex(6)}.json"
         self.keys: set[str] = set()
         self._depth = 0
+        self._written = False
 
     @property
     def open(self) -> bool:
@@ -72,10 +85,14 @@ class Lease:
         self._depth += 1
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self._depth -= 1
         if self._depth == 0:
-            self.path.unlink(missing_ok=True)
+            if self._written:
+                self.path.unlink(missing_ok=True)
+                self._written = False
+            if self.on_close is not None:
+                self.on_close(exc)
 
     def hold(self, key: str) -> None:
         """Add ``key`` to the lease; call it before looking the key up, so gc sees it before the build uses it."""
@@ -87,18 +104,17 @@ class Lease:
         self._write()
 
     def _write(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        if self.journal.read_only:
+            return
         body = json.dumps({"host": self.host, "pid": self.pid, "written": time.time(), "keys": sorted(self.keys)})
         # No fsync: after a crash the lease is dead anyway, and gc drops it.
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="lease-")
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(body)
-            os.replace(name, self.path)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
+            self.journal.write(self.path, body.encode())
+        except OSError as e:
+            if not self.journal.refused(e):  # the first write finds out that the cache is read-only
+                raise
+            return
+        self._written = True
 
 
 @dataclass(frozen=True)

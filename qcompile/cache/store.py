@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import naming
+from .journal import Journal
 from .keys import digest_file, stat_stamp
 
 
@@ -27,10 +29,11 @@ class CorruptBlob(Exception):
 class BlobStore:
     """Files keyed by their content digest under ``root/ab/abcdef...``."""
 
-    def __init__(self, root: Path, tmp: Path, stamps: Path | None = None):
+    def __init__(self, root: Path, tmp: Path, stamps: Path | None = None, journal: Journal | None = None):
         self.root = root
         self.tmp = tmp
         self.stamps = stamps or root.with_name("verified")
+        self.journal = journal or Journal(root.parent)
         self._trusted: dict[str, list[int]] = {}  # digest -> stamp, hashed by this process
 
     def _stamp_file(self, digest: str) -> Path:
@@ -42,18 +45,17 @@ class BlobStore:
         if stamp is None:
             return
         self._trusted[digest] = stamp
-        f = self._stamp_file(digest)
+        if self.journal.read_only:  # trust stays in this process only
+            return
         try:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(stamp))
-            os.replace(tmp, f)
-        except OSError:  # a read-only cache: trust stays in this process only
+            self.journal.write(self._stamp_file(digest), json.dumps(stamp).encode())
+        except OSError:  # a stamp saves a re-hash, no more: a full disk or a refused write only costs that
             pass
 
     def _forget(self, digest: str) -> None:
         self._trusted.pop(digest, None)
-        self._stamp_file(digest).unlink(missing_ok=True)
+        if not self.journal.read_only:
+            self._stamp_file(digest).unlink(missing_ok=True)
 
     def trusted(self, digest: str) -> bool:
         """True when the blob exists and its stat stamp is the one recorded when it was last hashed."""
@@ -83,13 +85,10 @@ class BlobStore:
 
         The file is hashed, fsynced and renamed into place, so a crash leaves either no blob or a whole one.
         """
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp = self._scratch()
         h = hashlib.sha256()
         try:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            with open(src, "rb") as fin, naming(tmp), open(tmp, "wb") as fout:
                 while chunk := fin.read(1 << 20):
                     h.update(chunk)
                     fout.write(chunk)
@@ -100,14 +99,43 @@ class BlobStore:
             if dest.is_file() and (self.trusted(digest) or digest_file(dest) == digest):
                 tmp.unlink()
             else:  # new, or an existing copy that was damaged: the fresh bytes replace it
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                new = not dest.exists()
                 os.chmod(tmp, 0o444)
-                os.replace(tmp, dest)
+                self._place(tmp, dest)
+                if new:
+                    self.journal.created(dest)
             self._remember(digest)
         except BaseException:  # a full disk, Ctrl-C: no half-written scratch file stays behind
             tmp.unlink(missing_ok=True)
             raise
         return digest
+
+    def _scratch(self) -> Path:
+        """A new empty file in the scratch folder (made, and made again if another build's clean-up removed it)."""
+        for attempt in range(3):
+            self.journal.make_dirs(self.tmp)
+            try:
+                with naming(self.tmp):
+                    fd, name = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                continue
+            os.close(fd)
+            return Path(name)
+        raise AssertionError("unreachable")
+
+    def _place(self, tmp: Path, dest: Path) -> None:
+        """Rename ``tmp`` to ``dest``, making its folder (again, if another build's clean-up removed it)."""
+        for attempt in range(3):
+            self.journal.make_dirs(dest.parent)
+            try:
+                with naming(dest):
+                    os.replace(tmp, dest)
+                return
+            except FileNotFoundError:
+                if attempt == 2 or not tmp.exists():
+                    raise
 
     def verify(self, digest: str, full: bool = False) -> bool:
         """True when the blob exists and its content matches; a damaged blob is deleted.
@@ -121,8 +149,7 @@ class BlobStore:
         if not full and self.trusted(digest):
             return True
         if digest_file(p) != digest:
-            p.unlink(missing_ok=True)
-            self._forget(digest)
+            self._discard(digest)
             return False
         self._remember(digest)
         return True
@@ -134,25 +161,37 @@ class BlobStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:
-            if self.trusted(digest):
-                shutil.copyfile(src, tmp)  # the kernel copies (copy_file_range); nothing to hash
-            else:
-                h = hashlib.sha256()
-                with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                    while chunk := fin.read(1 << 20):
-                        h.update(chunk)
-                        fout.write(chunk)
-                if h.hexdigest() != digest:
-                    tmp.unlink(missing_ok=True)
-                    src.unlink(missing_ok=True)
-                    self._forget(digest)
-                    raise CorruptBlob(digest)
-                self._remember(digest)
+            with naming(dest):
+                self._copy(digest, src, tmp)
         except FileNotFoundError as e:
             tmp.unlink(missing_ok=True)
             raise CorruptBlob(digest) from e
+        except BaseException:  # a full disk, Ctrl-C: no half-written copy stays beside the destination
+            tmp.unlink(missing_ok=True)
+            raise
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
+
+    def _copy(self, digest: str, src: Path, tmp: Path) -> None:
+        if self.trusted(digest):
+            shutil.copyfile(src, tmp)  # the kernel copies (copy_file_range); nothing to hash
+            return
+        h = hashlib.sha256()
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while chunk := fin.read(1 << 20):
+                h.update(chunk)
+                fout.write(chunk)
+        if h.hexdigest() != digest:
+            tmp.unlink(missing_ok=True)
+            self._discard(digest)
+            raise CorruptBlob(digest)
+        self._remember(digest)
+
+    def _discard(self, digest: str) -> None:
+        """Delete a damaged blob (a read-only cache keeps it: it is just not used)."""
+        if not self.journal.read_only:
+            self.path(digest).unlink(missing_ok=True)
+        self._forget(digest)
 
     def remove(self, digest: str) -> int:
         """Delete a blob; return the bytes freed."""

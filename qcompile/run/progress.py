@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ..errors import printable
 from ..graph import Node, StepOutcome
+
+
+def _text(message: str) -> str:
+    """A step's message as rich prints it verbatim: no markup read into its brackets, no control codes (a library's
+    colours) carried into a terminal or a log file."""
+    return escape(printable(message))
 
 
 class Reporter:
@@ -46,7 +54,7 @@ class Reporter:
     def note(self, node: Node, message: str) -> None:
         """A remark from a step (e.g. an opset other than the one asked for)."""
         if not self.quiet:
-            self.console.print(f"  [yellow]note[/] {node.name}: {message}")
+            self.console.print(f"  [yellow]note[/] {node.name}: {_text(message)}")
 
     def finish(self, outcome: StepOutcome) -> None:
         """A step ran or was reused; say so, and report a failed gate."""
@@ -55,7 +63,7 @@ class Reporter:
         if outcome.status == "ran":
             self.console.print(f"  [green]✓[/] {outcome.name} ran in {outcome.seconds:.2f}s")
         if outcome.gate_error:
-            self.console.print(f"  [red]✗ gate[/] {outcome.name}: {outcome.gate_error}")
+            self.console.print(f"  [red]✗ gate[/] {outcome.name}: {_text(outcome.gate_error)}")
 
     def summary(self, outcomes: list[StepOutcome], title: str = "build") -> None:
         """The closing table: every step, ran or cached, its seconds and (when it ran) its peak memory."""

@@ -20,7 +20,7 @@ from ..cache import ActionRecord, Cache
 from ..cache.keys import digest_json, env_fingerprint
 from ..cache.lease import Lease
 from ..cache.store import rmtree_quiet
-from ..errors import BadInput, QcompileError
+from ..errors import BadInput, QcompileError, is_bad_input, naming
 from ..graph import Node, Plan, StepOutcome
 from ..steps.base import Step, StepContext, get_step
 from .memory import StepPeak, release_free_memory
@@ -105,6 +105,7 @@ def peek(plan: Plan, cache: Cache) -> list[StepOutcome]:
         if rec:
             out.outputs, out.result = rec.outputs, rec.result
         done[node.name] = out
+    cache.memo.flush()  # what planning learnt (an ONNX model's signature), now that the recipe planned cleanly
     return list(done.values())
 
 
@@ -115,25 +116,19 @@ def execute(plan: Plan, cache: Cache, reporter: Reporter | None = None, remeasur
     measurement in place of the old; a record made by another build since this one started is reused, so
     parallel sweep workers time a shared variant once.
 
-    ``QcompileError`` from a step (bad input) is recorded as a failure and re-raised after cleaning up, so
-    nothing half-done reaches the cache. Gate failures do not stop the build: they are collected on the
-    outcome and the caller decides the exit code once the report is written.
+    Bad input found mid-build (a model that cannot take the shapes, labels out of range, a full disk) is
+    re-raised, and when the cache's lease closes on it, what this build wrote is taken back (``Cache.undo``): a
+    build that exits 2 leaves nothing in the cache. A bug in a step is recorded as a failure
+    (``qcompile cache ls --failed``). Gate failures do not stop the build: they are collected on the outcome and
+    the caller decides the exit code once the report is written. On a read-only cache a step it does not hold is
+    bad input.
     """
     # The lease tells `cache gc` which records and blobs this build uses, so it does not delete them mid-build.
     with cache.lease() as lease:
-        written: list[str] = []
-        try:
-            return _execute(plan, cache, reporter or Reporter(quiet=True), lease, remeasure, written)
-        except QcompileError as e:
-            if e.exit_code == 2:
-                # Bad input found mid-build (a model that cannot take the shapes, labels out of range): a build
-                # that exits 2 leaves nothing in the cache, so undo what this one wrote.
-                cache.forget(written)
-            raise
+        return _execute(plan, cache, reporter or Reporter(quiet=True), lease, remeasure)
 
 
-def _execute(plan: Plan, cache: Cache, reporter: Reporter, lease: Lease, remeasure: bool,
-             written: list[str]) -> list[StepOutcome]:
+def _execute(plan: Plan, cache: Cache, reporter: Reporter, lease: Lease, remeasure: bool) -> list[StepOutcome]:
     started = time.time()  # the clock ActionRecord.created uses
     _preflight(plan, cache)
     done: dict[str, StepOutcome] = {}
@@ -149,6 +144,8 @@ def _execute(plan: Plan, cache: Cache, reporter: Reporter, lease: Lease, remeasu
         lease.hold(key)  # before the lookup: a gc that starts now sees the key as in use
         stale = remeasure and step.host_dependent  # the cached measurement is not wanted, only a new one
         rec = None if stale else cache.lookup(key, outputs=step.outputs)
+        if rec is None and cache.read_only:
+            raise cache.missing(node.name, node.kind)
         if rec is None:
             with _locked(cache, key, node, reporter):
                 # Another process may have finished this key while we waited for the lock.
@@ -163,7 +160,6 @@ def _execute(plan: Plan, cache: Cache, reporter: Reporter, lease: Lease, remeasu
                     # time their benchmarks against each other.
                     with _host_lock() if step.host_dependent else nullcontext():
                         rec = _run(node, step, key, digests, names, cache, reporter, outcome)
-                        written.append(key)
                     outcome.status = "ran"
         else:
             cache.touch(key)
@@ -207,20 +203,48 @@ def _host_lock() -> FileLock:
 
 @contextmanager
 def _locked(cache: Cache, key: str, node: Node, reporter: Reporter):
-    """Hold the key's lock; say so when another build holds it, since the wait can be long."""
+    """Hold the key's lock; say so when another build holds it, since the wait can be long.
+
+    The build that made the lock file removes it when it lets go, so no lock file outlives the builds (a build
+    that exits 2 leaves none). It unlinks the file while still holding it, as filelock once did itself: a build
+    waiting on that file then gets the lock on an unlinked file, which filelock discards (its link count is 0)
+    before opening the path afresh. With a filelock too old to check, the worst case is a step run twice, each
+    run storing whole entries atomically.
+    """
     from filelock import Timeout
 
     lock = cache.lock(key)
+    path = Path(lock.lock_file)
+    before = _inode(path)
+    for attempt in range(3):
+        try:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                reporter.waiting(node)
+                lock.acquire()
+            break
+        except FileNotFoundError:  # another build's clean-up removed the empty locks folder: make it again
+            if attempt == 2:
+                raise
+            cache.journal.make_dirs(path.parent)
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        reporter.waiting(node)
-        lock.acquire()
-    try:
-        os.utime(lock.lock_file)  # mark the lock as in use: `cache gc` only removes lock files idle for a day
+        os.utime(path)  # mark the lock as in use: `cache gc` only removes lock files idle for a day
         yield
     finally:
-        lock.release()
+        try:
+            if before is None or _inode(path) != before:
+                path.unlink(missing_ok=True)
+        finally:
+            lock.release()
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _stage_inputs(cache: Cache, digests: dict[str, str], names: dict[str, str], workdir: Path) -> dict[str, Path]:
@@ -248,11 +272,12 @@ def _run(node: Node, step: Step, key: str, digests: dict[str, str], names: dict[
     workdir = cache.tmp / f"run-{key[:16]}-{os.getpid()}"
     try:  # from the first byte of scratch: Ctrl-C or SIGTERM while inputs are staged leaves no folder behind
         rmtree_quiet(workdir)
-        workdir.mkdir(parents=True)
+        cache.journal.make_dirs(workdir)
         inputs = _stage_inputs(cache, digests, names, workdir)
         ctx = StepContext(inputs=inputs, workdir=workdir, outputs=dict(step.outputs), track_fn=reporter.track)
         t0 = time.perf_counter()
-        with StepPeak() as peak:
+        # naming: a full disk fails a step's write without a file name; its scratch folder says which disk.
+        with StepPeak() as peak, naming(workdir):
             result = step.run(ctx, node.params) or {}
         outcome.peak_mb = peak.mb
         _check_files_unchanged(node, step, key, digests, cache)
@@ -271,8 +296,8 @@ def _run(node: Node, step: Step, key: str, digests: dict[str, str], names: dict[
     except BaseException as e:
         outcome.status = "failed"
         outcome.error = str(e) if isinstance(e, QcompileError) else traceback.format_exc(limit=3)
-        if not isinstance(e, KeyboardInterrupt):
-            # The whole trace, also for bad input: `qcompile cache ls --failed` is where a user finds it.
+        if not isinstance(e, KeyboardInterrupt) and not is_bad_input(e):
+            # A bug's whole trace, where `qcompile cache ls --failed` finds it. Bad input writes nothing here.
             cache.record_failure(key, step.kind, traceback.format_exc())
         raise
     finally:

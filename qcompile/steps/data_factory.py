@@ -76,7 +76,7 @@ class DataFactoryStep(Step):
 
 def batches(fn, p: DataFactoryParams, split_name: str | None) -> Iterator[Mapping[str, Any]]:
     """The dicts the function returns or yields; whatever it raises (also mid-iteration) is bad input naming it, with
-    its exception chained so the failure record (``qcompile cache ls --failed``) keeps the user's traceback."""
+    its exception chained so ``QCOMPILE_FULL_ERROR=1`` shows the user's traceback."""
     kwargs = dict(p.data.kwargs or {})
     call = f"{p.data.function}(**data.kwargs)"
     if split_name is not None:

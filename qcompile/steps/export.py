@@ -84,8 +84,7 @@ class ExportOnnxStep(Step):
                                   external_data=False, input_names=sig.input_names,
                                   output_names=[o.name for o in sig.outputs], **kwargs)
             except Exception as e:  # the exporter raises many types; the model ran in torch, so it is the model's
-                raise BadInput(f"torch.onnx.export cannot export this model: {_first_line(e)} (full trace: "
-                               "`qcompile cache ls --failed`)", key="model") from e
+                raise BadInput(f"torch.onnx.export cannot export this model: {_first_line(e)}", key="model") from e
         proto = onnx.load(str(path))
         _strip_stack_traces(proto)
         onnx.save(proto, str(path))

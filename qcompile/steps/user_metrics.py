@@ -50,7 +50,7 @@ def user_scores(metrics: dict[str, UserMetric], outputs: dict[str, Any], labels:
     """Every user metric of one variant: ``function(outputs, labels)`` as a finite float, by metric name.
 
     The function's own exception (labels it cannot use, outputs it did not expect) is bad input naming the metric
-    and its function; it is chained, so the failure record (``qcompile cache ls --failed``) keeps its traceback.
+    and its function; it is chained, so ``QCOMPILE_FULL_ERROR=1`` shows its traceback.
     """
     values = {}
     for name, metric in sorted(metrics.items()):

@@ -11,13 +11,14 @@ from ...errors import BadInput
 from ...graph import Ref, StepParams
 from ...signature import TensorSpec
 from ..section import Kind, Normalize
+from ._seed import Seed
 
 
 class SplitData(Kind):
     """A data section whose samples are split, seeded, into evaluation and calibration (never overlapping)."""
 
     eval_samples: PositiveInt = Field(100, description="samples held out for evaluation")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the split")
+    seed: Seed = Field(0, description="seed of the split")
 
     def calib_samples(self, b) -> int:
         """How many calibration samples the quant section asked for (0 when it calibrates nothing)."""

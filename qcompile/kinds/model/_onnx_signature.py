@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ...cache.keys import racy, stat_stamp
+from ...cache.memos import learn, recall
 from ...errors import BadInput
 from ...signature import Signature, TensorSpec
 
@@ -106,7 +106,7 @@ def _recall(memo: Path | None, path: Path, stamp, task: str):
     if memo is None or stamp is None:
         return None
     try:
-        doc = json.loads(memo.read_text())
+        doc = json.loads(recall(memo) or "null")
         if doc["version"] != _MEMO_VERSION or doc["path"] != str(path) or doc["stamp"] != stamp:
             return None
         external = tuple(Path(p) for p in doc["external"])
@@ -120,14 +120,9 @@ def _recall(memo: Path | None, path: Path, stamp, task: str):
 def _remember(memo: Path | None, path: Path, stamp, task: str, sig: Signature, external) -> None:
     if memo is None or stamp is None or racy(stamp):
         return
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": _MEMO_VERSION, "path": str(path), "stamp": stamp, "task": task,
-                                   "signature": sig.model_dump(mode="json"), "external": [str(p) for p in external]}))
-        os.replace(tmp, memo)
-    except OSError:
-        pass
+    # Written with the build's other memos once it ends well: a build rejected as bad input leaves none.
+    learn(memo, json.dumps({"version": _MEMO_VERSION, "path": str(path), "stamp": stamp, "task": task,
+                            "signature": sig.model_dump(mode="json"), "external": [str(p) for p in external]}))
 
 
 def name_unnamed(model) -> int:
