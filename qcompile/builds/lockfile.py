@@ -157,22 +157,23 @@ def read_lock(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path} is not a readable lockfile ({type(e).__name__})") from None
     got = lock.get("lock_version") if isinstance(lock, dict) else None
     if isinstance(got, int) and 0 < got < LOCK_VERSION:
-        raise BadInput(f"{path}: lockfile version {got} was written by an older qcompile (absolute paths, a build id "
-                       f"over the timings); this qcompile reads version {LOCK_VERSION}: build the recipe again")
+        raise BadInput(f"{path}: lockfile version {got} is not supported: an older qcompile wrote it (absolute paths, "
+                       f"a build id over the timings); this qcompile reads version {LOCK_VERSION}, build the recipe "
+                       "again to get one")
     if got != LOCK_VERSION:
         raise BadInput(f"{path}: lockfile version {got!r} is not supported (this qcompile reads {LOCK_VERSION})")
     for field, typ in (("recipe", dict), ("nodes", dict), ("build_id", str), ("variants", dict), ("files", dict),
                        ("root", str), ("digest", str)):
         if not isinstance(lock.get(field), typ):
             raise BadInput(f"{path}: lockfile has no valid {field!r}")
+    if lock.get("schema_version") != SCHEMA_VERSION:
+        raise BadInput(f"{path}: recipe schema version {lock.get('schema_version')!r} is unknown to this qcompile "
+                       f"(it reads {SCHEMA_VERSION})")
     try:
         same = content_digest(lock) == lock["digest"] and build_id_of(lock) == lock["build_id"]
     except (KeyError, TypeError, AttributeError, ValueError):
         same = False
     if not same:
-        raise BadInput(f"{path}: the lockfile's content does not match its digest and build_id {lock['build_id']}: "
+        raise BadInput(f"{path}: the lockfile's content does not match its build_id {lock['build_id']} and digest: "
                        "it was edited or damaged after the build")
-    if lock.get("schema_version") != SCHEMA_VERSION:
-        raise BadInput(f"{path}: recipe schema version {lock.get('schema_version')!r} is unknown to this qcompile "
-                       f"(it reads {SCHEMA_VERSION})")
     return lock

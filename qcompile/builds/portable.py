@@ -156,8 +156,8 @@ class Locator:
                 where = (f"--root {self.root}" if self.root_given else
                          f"{self.recorded_root!r} relative to the lockfile, here {self.root}")
                 raise BadInput(f"{self.lock_path}: the project root ({where}) has no "
-                               f"{recorded[len(ROOT_SCHEME):]} (the first missing file); reproduce from the moved "
-                               "project's own lockfile or pass --root <the project folder>")
+                               f"{recorded[len(ROOT_SCHEME):]} (the first missing file): pass --root <the project's "
+                               "folder here>")
             if recorded.startswith(PACKAGE_SCHEME):
                 raise BadInput(f"{recorded} is not in the package installed here ({here}): another version of it?")
             digest = files.get(recorded, "")
