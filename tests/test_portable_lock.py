@@ -189,12 +189,16 @@ def test_an_edited_lockfile_is_bad_input_and_caches_nothing(edit, built, tmp_pat
     assert cache_entries(tmp_path / "c") == [] and not (tmp_path / "r").exists()
 
 
-def test_a_lockfile_of_an_older_qcompile_says_so(built, tmp_path):
+def test_a_lockfile_of_another_qcompile_says_so(built, tmp_path):
     project, _, _ = built
     lock = json.loads((project / "out" / LOCK).read_text())
-    (tmp_path / LOCK).write_text(json.dumps({**lock, "lock_version": 2}))
-    proc = run_cli("reproduce", str(tmp_path / LOCK), cache=tmp_path / "c", cwd=tmp_path)
+    (tmp_path / "old.json").write_text(json.dumps({**lock, "lock_version": 2}))
+    proc = run_cli("reproduce", str(tmp_path / "old.json"), cache=tmp_path / "c", cwd=tmp_path)
     assert proc.returncode == 2 and "an older qcompile wrote it" in proc.stderr and "reads version 3" in proc.stderr
+    lock["nodes"]["data"]["kind"] = "data.from_the_future"
+    (tmp_path / "new.json").write_text(json.dumps(lock))
+    proc = run_cli("reproduce", str(tmp_path / "new.json"), cache=tmp_path / "c", cwd=tmp_path)
+    assert proc.returncode == 2 and "'data' runs the step kind 'data.from_the_future'" in proc.stderr, proc.stderr
 
 
 def test_keys_do_not_depend_on_where_a_factory_project_lies(tmp_path):

@@ -169,6 +169,14 @@ def read_lock(path: Path) -> dict[str, Any]:
     if lock.get("schema_version") != SCHEMA_VERSION:
         raise BadInput(f"{path}: recipe schema version {lock.get('schema_version')!r} is unknown to this qcompile "
                        f"(it reads {SCHEMA_VERSION})")
+    for name, node in lock["nodes"].items():
+        kind = node.get("kind") if isinstance(node, dict) else None
+        if isinstance(kind, str):  # anything else is damage, which the digest check names
+            try:
+                get_step(kind)
+            except KeyError:
+                raise BadInput(f"{path}: lockfile node {name!r} runs the step kind {kind!r}, which this qcompile "
+                               "does not have (a newer qcompile wrote it?)") from None
     try:
         same = content_digest(lock) == lock["digest"] and build_id_of(lock) == lock["build_id"]
     except (KeyError, TypeError, AttributeError, ValueError):
