@@ -160,6 +160,7 @@ def build_composed(composition: Composition, out: Path, remeasure: bool = False)
     Nothing is written before the recipe validates; a build that fails on bad input removes what it created.
     """
     from .builds import build
+    from .builds.portable import project_root
     from .builds.rundir import abandon, claim
     from .recipe.load import validate
 
@@ -171,7 +172,7 @@ def build_composed(composition: Composition, out: Path, remeasure: bool = False)
         except BaseException:
             abandon(out)
             raise
-        return build(recipe, out, remeasure=remeasure)
+        return build(recipe, out, remeasure=remeasure, root=project_root(composition.config_dir))
 
 
 def print_outcome(result: BuildResult) -> None:

@@ -98,13 +98,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     from .builds.reproduce import explain, reproduce
 
-    res = reproduce(args.lockfile, args.out)
+    res = reproduce(args.lockfile, args.out, roots=args.root)
     table = Table(title=f"reproduce {res.build_id} → {res.out_dir}", title_justify="left")
     for col in ("step", "kind", "key", "outputs", "environment vs lockfile"):
         table.add_column(col)
     colors = {"same": "green", "expected": "yellow", "differs": "red", "missing": "red"}
     for n in res.nodes:
-        label = {"expected": "differ (a measurement)", "same": "identical"}.get(n.status, n.status)
+        label = {"expected": "differ (not in the build id)", "same": "identical"}.get(n.status, n.status)
         env = ", ".join(f"{k} {a}→{b}" for k, (a, b) in n.env_changes.items()) or "same"
         table.add_row(n.name, n.kind, "same" if n.key_same else "changed", f"[{colors[n.status]}]{label}[/]", env)
     Console().print(table)
@@ -112,7 +112,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         err.print(f"environment: {k}: {a} (lockfile) -> {b} (now)")
     first = res.first_difference
     if first is None:
-        Console().print(f"reproduced: every deterministic artifact of {res.build_id} is identical")
+        Console().print(f"reproduced: every deterministic artifact of {res.build_id} is identical"
+                        + ("" if res.new_build_id == res.build_id else
+                           f"; registered as {res.new_build_id} (the steps' keys changed: see the environment)"))
         return 0
     err.print(f"[bold red]not reproduced:[/] first differing step is {first.name} ({first.kind}): {explain(first)}")
     return 4
@@ -219,7 +221,10 @@ def make_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="rebuild from a lockfile and compare every digest (exit 4 if they differ)")
     r.add_argument("lockfile")
     r.add_argument("--out", help="output folder (default: a new temp folder)")
-    c = sub.add_parser("checkout", help="copy a build's artifacts from the cache by build id")
+    r.add_argument("--root", action="append", default=[], metavar="DIR|OLD=NEW",
+                   help="the project's folder here (default: the one the lockfile names relative to itself); "
+                        "OLD=NEW finds files recorded outside the project under OLD in NEW (repeatable)")
+    c = sub.add_parser("checkout", help="copy a build's artifacts, lockfile and reports from the cache by build id")
     c.add_argument("build_id")
     c.add_argument("dir")
     rn = sub.add_parser("run", help="run a deployment bundle on images (or .npy/.npz samples): top classes; "

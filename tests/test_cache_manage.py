@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from qcompile.cache import Cache
+from qcompile.cache import Cache, build_blobs
 from qcompile.cache.manage import parse_size
 
 from .conftest import run_cli
@@ -55,8 +55,8 @@ def test_gc_keeps_what_kept_lockfiles_need(tiny, cache_dir, tmp_path):
     left = {r.key for r in cache.iter_actions()}
     assert left == kept_keys, "exactly the kept build's steps survive"
     referenced = {d for r in cache.iter_actions() for d in r.outputs.values()}
-    lock_blobs = {e["lock"] for _, e in cache.iter_builds()}
-    assert set(cache.blobs.iter_digests()) == referenced | lock_blobs, "the dropped build's blobs are freed"
+    kept = set().union(*(build_blobs(e) for _, e in cache.iter_builds()))  # lockfiles and reports
+    assert set(cache.blobs.iter_digests()) == referenced | kept, "the dropped build's blobs are freed"
 
     rebuilt = run_cli("build", *tiny, "hydra.run.dir=keep2", cache=cache_dir, cwd=tmp_path)
     assert rebuilt.returncode == 0

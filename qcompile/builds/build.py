@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..cache import Cache
 from ..errors import GateFailed
@@ -20,6 +20,7 @@ from ..run.progress import Reporter
 from ..run.scheduler import execute
 from ..steps.compare import drop_interval_note
 from .lockfile import LOCK_NAME, make_lock
+from .portable import project_root
 from .rundir import abandon, claim, new_build_dir
 from .search import LEDGER, Ledger, search, wants_search
 
@@ -39,9 +40,12 @@ class BuildResult:
         return [g["message"] for g in self.report["gates"]]
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def _write_json(path: Path, obj: Any, keep: Callable[[Path], None] | None = None) -> None:
+    """Write ``obj`` atomically; ``keep`` sees the whole file before it takes its name."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    if keep is not None:
+        keep(tmp)
     os.replace(tmp, path)
 
 
@@ -68,7 +72,7 @@ def _gate_warnings(plan: Plan, outcomes: list[StepOutcome]) -> list[str]:
 
 def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None = None,
           reporter: Reporter | None = None, check_gates: bool = True, plan: Plan | None = None,
-          remeasure: bool = False) -> BuildResult:
+          remeasure: bool = False, root: str | Path | None = None) -> BuildResult:
     """Build ``recipe`` into ``out_dir``; raises ``GateFailed`` (after writing the report) when a gate fails.
 
     ``remeasure`` (``qcompile build --remeasure``) re-runs the measurement steps (latency) even when cached;
@@ -77,9 +81,11 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
     ``out_dir`` must not hold or be claimed by another build (see ``rundir``): a build is never overwritten, and
     one that fails before running removes only what it created; None picks a new folder under
     ``qcompile-out/<recipe name>/``, as ``qcompile build`` does. ``plan`` replaces the recipe's compiled plan
-    (``reproduce`` passes the one recorded in a lockfile).
+    (``reproduce`` passes the one recorded in a lockfile). ``root`` is the project's folder, which the lockfile's
+    paths are written relative to (default: ``project_root()``, the working directory).
     """
     out_dir = Path(out_dir) if out_dir is not None else new_build_dir(recipe.name)
+    root = Path(root).resolve() if root is not None else project_root()
     claim(out_dir)
     cache = cache or Cache()
     reporter = reporter or Reporter()
@@ -95,9 +101,9 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
             cache.memo.flush()  # only now: a build rejected as bad input leaves no memo entry either
             arts = publish(plan, outcomes, cache, out_dir)
             plotted = found is not None and found.plot(cache, out_dir / "search.png")
-            lock = make_lock(recipe, plan, outcomes)
+            lock = make_lock(recipe, plan, outcomes, cache, out_dir, root)
             _write_json(out_dir / LOCK_NAME, lock)
-            cache.register_build(lock["build_id"], out_dir / LOCK_NAME)
+            cache.register_build(lock["build_id"], out_dir / LOCK_NAME, root)
     except BaseException:
         abandon(out_dir)  # no report.json: removes what this build created, never a user's files
         raise
@@ -115,7 +121,9 @@ def build(recipe: Recipe, out_dir: str | Path | None = None, cache: Cache | None
     report["next_steps"] = next_steps(lock["recipe"], report)  # empty when every gate passed
     write_markdown(report, out_dir / "report.md")
     write_gate_notice(report, out_dir / "artifacts")
-    _write_json(out_dir / "report.json", report)  # last: its presence marks a finished build
+    # report.json last: its presence marks a finished build. Both reports are kept with the build id for checkout.
+    _write_json(out_dir / "report.json", report, keep=lambda tmp: cache.register_reports(
+        lock["build_id"], {"report.md": out_dir / "report.md", "report.json": tmp}))
     reporter.summary(outcomes, title=f"build {lock['build_id']} → {out_dir}")
     result = BuildResult(out_dir, lock["build_id"], report, outcomes)
     if check_gates and result.gate_errors:

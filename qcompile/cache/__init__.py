@@ -5,6 +5,7 @@ Layout under the cache root::
     blobs/ab/<sha256>        artifact content, read-only, named by digest
     actions/ab/<key>.json    a finished step: its outputs' digests and small result values, with its own digest
     failures/<key>.json      the last failure of a step key with a bug (never a cache hit; bad input records none)
+    builds/<build id>.json   a build's lockfile and report blobs, where its lockfiles are, its project root
     locks/<key>.lock         per-key locks, so concurrent builds run a step once (removed by the build that made
                              one when it lets go)
     leases/<host>-<pid>-*.json  the keys each running build uses, so gc leaves them alone (see ``lease``)
@@ -20,6 +21,7 @@ removed again (see ``journal``), and memos are written only when it closes witho
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import time
@@ -291,7 +293,7 @@ class Cache:
         if not digests:
             return
         referenced = {d for rec in self.iter_actions() for d in rec.outputs.values()}
-        referenced |= {entry.get("lock") for _, entry in self.iter_builds()}
+        referenced |= set().union(*(build_blobs(entry) for _, entry in self.iter_builds()))
         for digest in digests - referenced:
             self.blobs.remove(digest)
 
@@ -307,31 +309,56 @@ class Cache:
         return keys
 
     # ------------------------------------------------------------------ builds (lockfiles by build id)
-    def register_build(self, build_id: str, lockfile: Path) -> None:
+    def register_build(self, build_id: str, lockfile: Path, root: Path | None = None) -> None:
         """Store a build's lockfile as a blob and index it by build id (for ``checkout`` and ``gc``); a read-only
-        cache indexes nothing (``checkout`` finds the build only if a build with a writable cache stored it)."""
+        cache indexes nothing (``checkout`` finds the build only if a build with a writable cache stored it).
+
+        ``root`` is the project folder the lockfile's paths are relative to, so ``checkout`` can point the lockfile
+        it restores elsewhere back at it. A rebuild with the same id (``reproduce``) replaces the stored lockfile
+        and keeps the reports until its own are registered.
+        """
         if self.read_only:
             return
         digest = self.blobs.put(lockfile)
-        p = self.root / "builds" / f"{build_id}.json"
-        try:
-            entry = json.loads(p.read_text())
-        except (OSError, ValueError):
-            entry = {"lockfiles": []}
+        entry = self.build_entry(build_id) or {}
         paths = {str(Path(x)) for x in entry.get("lockfiles", [])} | {str(Path(lockfile).resolve())}
-        entry = {"build_id": build_id, "lock": digest, "lockfiles": sorted(paths), "time": time.time()}
+        entry = {**entry, "build_id": build_id, "lock": digest, "lockfiles": sorted(paths), "time": time.time()}
+        if root is not None:
+            entry["root"] = str(root)
+        self.write_build_entry(build_id, entry)
+
+    def register_reports(self, build_id: str, files: dict[str, Path]) -> None:
+        """Store a registered build's reports (name -> file) as blobs, for ``checkout`` to restore (nothing on a
+        read-only cache)."""
+        if self.read_only:
+            return
+        entry = self.build_entry(build_id)
+        if entry is None:
+            raise KeyError(f"build {build_id} is not registered")
+        entry["reports"] = {name: self.blobs.put(path) for name, path in files.items()}
+        self.write_build_entry(build_id, entry)
+
+    def build_entry(self, build_id: str) -> dict[str, Any] | None:
+        """The index entry of exactly ``build_id``, or None."""
+        try:
+            return json.loads((self.root / "builds" / f"{build_id}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_build_entry(self, build_id: str, entry: dict[str, Any]) -> None:
+        """Replace the index entry of ``build_id`` atomically."""
+        p = self.root / "builds" / f"{build_id}.json"
         self.journal.write(p, json.dumps(entry, indent=2).encode())
+
+    def match_builds(self, prefix: str) -> list[str]:
+        """The registered build ids starting with ``prefix``."""
+        d = self.root / "builds"
+        return [p.stem for p in sorted(d.glob(f"{glob.escape(prefix)}*.json"))] if d.is_dir() and prefix else []
 
     def find_build(self, build_id: str) -> dict[str, Any] | None:
         """The build index entry for ``build_id`` (a unique prefix works too)."""
-        d = self.root / "builds"
-        matches = sorted(d.glob(f"{build_id}*.json")) if d.is_dir() and build_id else []
-        if len(matches) != 1:
-            return None
-        try:
-            return json.loads(matches[0].read_text())
-        except (OSError, ValueError):
-            return None
+        matches = self.match_builds(build_id)
+        return self.build_entry(matches[0]) if len(matches) == 1 else None
 
     def iter_builds(self):
         """(index path, entry) for every build registered in the cache."""
@@ -343,4 +370,10 @@ class Cache:
                 continue
 
 
-__all__ = ["Cache", "ActionRecord", "CorruptBlob", "default_cache_dir"]
+def build_blobs(entry: dict[str, Any]) -> set[str]:
+    """The blobs a build index entry holds: its lockfile and reports."""
+    reports = entry.get("reports")
+    return {entry.get("lock", ""), *(reports.values() if isinstance(reports, dict) else ())} - {""}
+
+
+__all__ = ["Cache", "ActionRecord", "CorruptBlob", "build_blobs", "default_cache_dir"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import Cache
+from . import Cache, build_blobs
 from .lease import held_keys, read_leases
 
 STALE_TMP_SECONDS = 3600  # younger scratch files may belong to a build that is running now
@@ -117,6 +117,13 @@ def verify(cache: Cache) -> tuple[int, list[str]]:
             path.unlink(missing_ok=True)
             problems.append(f"build index entry {path.stem} lost its lockfile blob and is removed "
                             "(`checkout` of that build id no longer works)")
+            continue
+        reports = entry.get("reports")
+        if isinstance(reports, dict) and not all(isinstance(d, str) and cache.blobs.has(d) for d in reports.values()):
+            del entry["reports"]
+            cache.write_build_entry(path.stem, entry)
+            problems.append(f"build {path.stem} lost its stored reports ({', '.join(sorted(reports))}); "
+                            "`checkout` restores its artifacts and lockfile only")
     return checked, problems
 
 
@@ -130,12 +137,12 @@ def _kept_builds(cache: Cache, result: GcResult, dry_run: bool) -> tuple[set[str
         alive = [p for p in entry.get("lockfiles", []) if Path(p).is_file()]
         if not alive:
             result.dropped_builds += 1
-            dropped.add(entry.get("lock", ""))
+            dropped |= build_blobs(entry)
             if not dry_run:
                 path.unlink(missing_ok=True)
             continue
         result.kept_builds += 1
-        blobs.add(entry["lock"])
+        blobs |= build_blobs(entry)
         try:
             lock = json.loads(Path(alive[0]).read_text())
         except (OSError, ValueError):
@@ -239,7 +246,7 @@ def gc(cache: Cache, older_than_days: float | None = None, max_bytes: int | None
             live |= digests
     for _, entry in cache.iter_builds():
         if entry.get("lock") not in dropped_locks:
-            live.add(entry.get("lock", ""))
+            live |= build_blobs(entry)
     released = set().union(dropped_locks, *(outputs.get(k, set()) for k in removed))
     for digest in list(cache.blobs.iter_digests()):
         size = blob_size(cache, digest)

@@ -46,8 +46,8 @@ def package_path(value: Any) -> Any:
     return str(Path(list(spec.submodule_search_locations)[0]) / rest)
 
 
-# User files are kept as absolute paths, so a lockfile rebuilds from any working directory; pkg:// names a file
-# inside an installed package.
+# User files are kept as absolute paths, so a build reads them from any working directory (the lockfile writes them
+# relative to the project: builds/portable.py); pkg:// names a file inside an installed package.
 UserFile = Annotated[FilePath, BeforeValidator(package_path), AfterValidator(lambda p: p.resolve())]
 UserDir = Annotated[DirectoryPath, BeforeValidator(package_path), AfterValidator(lambda p: p.resolve())]
 

@@ -13,8 +13,10 @@ import tempfile
 import time
 import traceback
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, Iterator
+
+from pydantic import BaseModel
 
 from ..cache import ActionRecord, Cache
 from ..cache.keys import digest_json, env_fingerprint
@@ -33,7 +35,12 @@ KEY_SCHEMA = 1
 
 
 def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: Cache) -> dict[str, Any]:
-    """Everything that can change a node's output, as a JSON-able dict (its digest is the key)."""
+    """Everything that can change a node's output, as a JSON-able dict (its digest is the key).
+
+    A path enters the key as the content of the file it names (``file_fields``) or not at all: a folder a module is
+    imported from, or a data folder whose files are listed, says where the project lives, not what is built, and a
+    project moved or cloned elsewhere must keep its keys (and so its cache hits and its build id).
+    """
     params = node.params.model_dump(mode="json")
     for path in step.unkeyed:
         *parents, last = path.split(".")
@@ -46,10 +53,35 @@ def key_material(node: Node, step: Step, input_digests: dict[str, str], cache: C
         "key_schema": KEY_SCHEMA,
         "kind": step.kind,
         "version": step.version,
-        "params": params,
+        "params": _without_locations(params, set(_path_values(node.params))),
         "inputs": dict(sorted(input_digests.items())),
         "env": {**env_fingerprint(step.libraries, host=step.host_dependent), **step.host_facts(node.params)},
     }
+
+
+def _path_values(value: Any) -> Iterator[str]:
+    """The ``Path`` values anywhere in a params model, as ``model_dump(mode="json")`` writes them."""
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _path_values(getattr(value, name))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _path_values(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _path_values(v)
+    elif isinstance(value, PurePath):
+        yield str(value)
+
+
+def _without_locations(value: Any, paths: set[str]) -> Any:
+    """``value`` with every string in ``paths`` (a path param that is no user file) replaced by a mark that says
+    a path was given, not where."""
+    if isinstance(value, dict):
+        return {k: _without_locations(v, paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_locations(v, paths) for v in value]
+    return "<path>" if isinstance(value, str) and value in paths else value
 
 
 def user_files(params: dict[str, Any], step: Step) -> dict[str, list[str]]:
