@@ -260,8 +260,11 @@ def test_benchmark_step_with_real_timings_records_the_ci_runs_and_machine_load(t
     assert (load["busy"] is None) == (not any(n.startswith("measured on a busy machine") for n in notes))
 
 
-def test_benchmark_step_that_meets_its_target_records_ci_reached(tmp_path):
-    # Every run takes 2 ticks: the interval has zero width at the first check, after 6 runs (5 asked for).
+def test_benchmark_step_that_meets_its_target_records_ci_reached(tmp_path, monkeypatch):
+    # Every run takes 2 ticks: the interval has zero width at the first check, after 6 runs (5 asked for). A quiet
+    # machine is set too, so no busy-machine note can appear whatever else this machine runs.
+    monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr("qcompile.steps.host_load.PSI_CPU", tmp_path / "no-psi")
     result, _, notes = _run_benchmark(tmp_path, [2 * TICK], ci_width=0.05, max_seconds=10.0)
     for bs in ("1", "4"):
         lat = result[bs]
