@@ -161,6 +161,11 @@ def _read_only_session(work: Path, args: list[str], cache: Path, out: str, fragm
     assert ls.returncode == 0 and "data.npz" in ls.stdout, ls.stderr[-2000:]
     miss = run_cli("build", *args, "quant.calibration.samples=12", cache=cache, cwd=work)
     one_line(miss, f"the cache {cache} is read-only", fragment, "step data", "is not in it", "QCOMPILE_CACHE_DIR")
+    # Housekeeping would remove entries: refused, naming the cache (a dry run only reads, so it works).
+    for verb in (["gc", "--older-than", "0"], ["verify"]):
+        one_line(run_cli("cache", *verb, cache=cache, cwd=work), f"cache {verb[0]}: the cache {cache} is read-only")
+    dry = run_cli("cache", "gc", "--older-than", "0", "--dry-run", cache=cache, cwd=work)
+    assert dry.returncode == 0, dry.stderr[-2000:]
 
 
 def test_a_cache_without_write_permission_serves_a_cached_build_and_writes_nothing(warm):

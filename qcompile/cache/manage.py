@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from . import Cache, build_blobs
 from .lease import held_keys, read_leases
 
@@ -82,9 +83,18 @@ def info(cache: Cache) -> dict[str, Any]:
             "failures": len(list_failures(cache))}
 
 
+def _writable(cache: Cache, verb: str) -> None:
+    """Bad input for ``cache <verb>`` on a read-only cache: it would remove entries (root is not stopped by the
+    permission bits, so qcompile honours them itself)."""
+    if cache.read_only:
+        raise BadInput(f"cache {verb}: the cache {cache.root} is read-only ({cache.read_only}); run it where the "
+                       "cache is writable")
+
+
 def verify(cache: Cache) -> tuple[int, list[str]]:
     """Re-hash every blob, check every record's digest and every build index entry; remove what is damaged
     (and the records that point to removed blobs). Returns (entries checked, one line per removal)."""
+    _writable(cache, "verify")
     problems = []
     checked = 0
     for digest in list(cache.blobs.iter_digests()):
@@ -190,6 +200,8 @@ def gc(cache: Cache, older_than_days: float | None = None, max_bytes: int | None
     What running builds hold (their leases) is kept whatever is asked, ``include_kept`` included; the result's
     ``remaining_bytes`` says whether ``max_bytes`` was reached.
     """
+    if not dry_run:
+        _writable(cache, "gc")
     result = GcResult(target_bytes=max_bytes)
     kept_keys, kept_blobs, dropped_locks = _kept_builds(cache, result, dry_run)
     if include_kept:
