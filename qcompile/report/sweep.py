@@ -115,7 +115,7 @@ def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any], dict[str, Any]]:
             ci = _get(lat, "p50_ci") or [None, None]
             latency.setdefault(str(bs), {}).update({f"{prefix}p50": _get(lat, "p50"), f"{prefix}lo": ci[0],
                                                      f"{prefix}hi": ci[1]})
-    _place_by_pair(latency, _get(report, "speedup_p50", variant) or {}, _get(report, "speedup_ci", variant) or {})
+    _keep_pair(latency, _get(report, "speedup_p50", variant) or {}, _get(report, "speedup_ci", variant) or {})
     # The user's own metrics (eval.metrics): the variant's value, FP32's, the drop and which way is better.
     user: dict[str, Any] = {}
     for name, value in sorted((measured.get("user") or {}).items()):
@@ -126,20 +126,39 @@ def _job_row(job_dir: Path) -> tuple[Row, dict[str, Any], dict[str, Any]]:
     return row, latency, user
 
 
-def _place_by_pair(latency: dict[str, dict[str, Any]], speedups: dict[str, float],
-                   cis: dict[str, list[float]]) -> None:
-    """Place the variant at FP32's p50 divided by its paired speed-up (interval likewise), keeping its own
-    once-measured p50 as ``measured_p50``.
-
-    Every job of a sweep shares one FP32 measurement (its key holds no quant option), so on this scale variants
-    compare by ratios each timed beside FP32, not by p50s timed at different moments of a shared machine: the star
-    no longer goes to whichever variant happened to be timed while the machine was quiet.
-    """
+def _keep_pair(latency: dict[str, dict[str, Any]], speedups: dict[str, float], cis: dict[str, list[float]]) -> None:
+    """Keep the variant's paired speed-up and its interval beside its latency, per point (``_place_by_pair``
+    places it once every job is read)."""
     for bs, lat in latency.items():
-        s, ci, ref = speedups.get(bs), cis.get(bs), lat.get("ref_p50")
-        lat["measured_p50"] = lat.get("p50")
-        if s and ci and ref and ci[0] > 0 and ci[1] > 0:
-            lat.update(p50=round(ref / s, 4), lo=round(ref / ci[1], 4), hi=round(ref / ci[0], 4))
+        s, ci = speedups.get(bs), cis.get(bs)
+        if s and ci and ci[0] > 0 and ci[1] > 0:
+            lat.update(speedup=s, speedup_lo=ci[0], speedup_hi=ci[1])
+
+
+def _place_by_pair(parsed: list[tuple[Row, dict[str, Any], dict[str, Any]]], points: list[str]) -> None:
+    """Place every variant timed as a pair at the sweep's FP32 p50 divided by its paired speed-up (interval
+    likewise), keeping its own p50 timed alone as ``measured_p50``.
+
+    The sweep's FP32 p50 is the median of the jobs' FP32 p50s: one measurement when the jobs share it (its key
+    holds no quant option), several when they were re-timed (``--remeasure``, a swept bench option). On that one
+    scale variants compare by ratios each timed beside FP32, not by p50s timed at different moments of a shared
+    machine: the star no longer goes to whichever variant happened to be timed while the machine was quiet.
+    """
+    import statistics
+
+    for bs in points:
+        refs = [lat[bs]["ref_p50"] for _, lat, _ in parsed if lat.get(bs, {}).get("ref_p50")]
+        if not refs:
+            continue
+        ref = statistics.median(refs)
+        for _, lat, _ in parsed:
+            got = lat.get(bs)
+            if not got:
+                continue
+            got["measured_p50"] = got.get("p50")
+            if got.get("speedup"):
+                got.update(p50=round(ref / got["speedup"], 4), lo=round(ref / got["speedup_hi"], 4),
+                           hi=round(ref / got["speedup_lo"], 4))
 
 
 def _variants(report: dict | None) -> tuple[str, str | None]:
@@ -155,8 +174,8 @@ def collect_sweep(sweep_dir: Path) -> list[Row]:
     Every row has the same keys, so the rows can go straight into a table: per batch size seen in any job,
     ``p50_ms_bs<N>`` with its 95% CI bounds ``p50_ci_lo_ms_bs<N>`` / ``p50_ci_hi_ms_bs<N>``, then the same for
     the job's reference (FP32) prefixed ``ref_`` (None where a job has no figure, or its report no CI). A variant
-    timed as a pair with FP32 sits at FP32's p50 over its paired speed-up (``_place_by_pair``), its own p50 timed
-    alone in ``measured_p50_ms_bs<N>``.
+    timed as a pair with FP32 sits at the sweep's FP32 p50 over its paired speed-up (``_place_by_pair``), its own
+    p50 timed alone in ``measured_p50_ms_bs<N>``.
     ``status`` is ``ok``, ``gate_failed``, ``failed`` or ``missing`` (a folder with neither report.json nor
     failure.json: the job never finished).
     """
@@ -164,6 +183,7 @@ def collect_sweep(sweep_dir: Path) -> list[Row]:
     jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     parsed = [_job_row(p) for p in jobs]
     batch_sizes = sorted({bs for _, lat, _ in parsed for bs in lat}, key=point_order)
+    _place_by_pair(parsed, batch_sizes)
     # Every row gets every user metric column any job has (None where a job did not define it).
     user_cols = list(dict.fromkeys(k for _, _, user in parsed for k in user))
     rows = []
@@ -225,8 +245,9 @@ def _markdown(rows: list[Row], columns: list[str], quality_key: str, latency_key
              + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n or s == "ok") + ".", "",
              f"Quality axis: **{quality_label(quality_key)}**; latency axis: each row's variant's p50 at "
              f"{point_label(latency_key[len(_LAT_PREFIX):]) if latency_key else 'batch –'} "
-             "(`qcompile report DIR --batch N` takes another measured batch), placed at FP32's p50 divided by "
-             "the variant's speed-up timed as a pair with FP32, so variants compare by ratios each timed "
+             "(`qcompile report DIR --batch N` takes another measured batch), placed at the sweep's FP32 p50 "
+             "(the median of the jobs') divided by the variant's speed-up timed as a pair with FP32, so "
+             "variants compare by ratios each timed "
              "beside FP32 rather than by p50s timed at different moments (`measured_p50_ms_bs<N>`: the "
              "variant's own, timed alone). "
              "★ marks the Pareto-optimal variants "
