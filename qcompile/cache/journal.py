@@ -42,7 +42,10 @@ class Journal:
             try:
                 if not self.root.stat().st_mode & 0o222:
                     self._why = "its folder has no write permission"
-            except OSError:  # not there yet: whether it can be made is found out by trying
+                elif os.statvfs(self.root).f_flag & os.ST_RDONLY:
+                    # A read-only mount keeps its write bits; asking the file system finds it before any write.
+                    self._why = "read-only file system"
+            except (OSError, AttributeError):  # not there yet (or no statvfs): found out by trying to write
                 pass
         return self._why
 
