@@ -289,7 +289,7 @@ def test_benchmark_step_that_hits_its_budget_records_ci_not_reached(tmp_path, mo
                      "reached within bench.max_seconds=0.2 (1-minute load average 3.50 on 2 cores)" for bs in (1, 4)] \
         + [f"measured on a busy machine: {busy}"]
     assert result["host_load"] == {"loadavg_before": 3.5, "loadavg_max": 3.5, "loadavg_after": 3.5,
-                                   "cpu_pressure": None, "cores": 2, "busy": busy}
+                                   "cpu_pressure": None, "cpu_stall_s": None, "cores": 2, "busy": busy}
     assert written == result
 
 

@@ -143,16 +143,19 @@ def test_load_probe_reads_load_and_cpu_pressure(tmp_path, monkeypatch):
     # 1.2 s of the 2 s window some task waited for a CPU: 60% pressure.
     psi.write_text("some avg10=50.00 avg60=10.00 avg300=2.00 total=2200000\nfull avg10=0 avg60=0 avg300=0 total=0\n")
     s = probe.summary()
-    assert s == {"loadavg_before": 0.5, "loadavg_max": 3.1, "loadavg_after": 2.9, "cpu_pressure": 0.6, "cores": 2,
+    assert s == {"loadavg_before": 0.5, "loadavg_max": 3.1, "loadavg_after": 2.9, "cpu_pressure": 0.6,
+                 "cpu_stall_s": 1.2, "cores": 2,
                  "busy": "1-minute load average up to 3.10 on 2 cores; a task waited for a CPU 60% of the time"}
 
 
 def test_busy_needs_load_above_the_cores_or_real_cpu_pressure():
-    assert busy_reason({"loadavg_max": 2.0, "cores": 2, "cpu_pressure": 0.05}) is None  # our own 2 threads
+    assert busy_reason({"loadavg_max": 2.0, "cores": 2, "cpu_pressure": 0.05, "cpu_stall_s": 0.2}) is None  # ourselves
     assert busy_reason({"loadavg_max": 2.5, "cores": 2, "cpu_pressure": None}) == \
         "1-minute load average up to 2.50 on 2 cores"
-    assert busy_reason({"loadavg_max": 0.3, "cores": 4, "cpu_pressure": 0.3}) == \
+    assert busy_reason({"loadavg_max": 0.3, "cores": 4, "cpu_pressure": 0.3, "cpu_stall_s": 0.6}) == \
         "a task waited for a CPU 30% of the time"  # the load average lags a job that just started
+    # 35% of a 70 ms window is 25 ms: one wake-up of another thread, not a busy machine.
+    assert busy_reason({"loadavg_max": 0.6, "cores": 2, "cpu_pressure": 0.35, "cpu_stall_s": 0.025}) is None
     assert busy_reason({"loadavg_max": None, "cores": 2, "cpu_pressure": None}) is None  # nothing to read
 
 
@@ -196,8 +199,8 @@ def _report(busy: str | None) -> dict:
     lock = {"build_id": "0123456789abcdef", "recipe": {"name": "demo", "target": {"kind": "ort_cpu"}},
             "variants": {v: {"scheme": {"kind": v}, "reference": v == "fp32", "nodes": nodes[v],
                              "artifact": f"model.{v}.onnx"} for v in nodes}}
-    quiet = {"loadavg_before": 0.4, "loadavg_max": 0.6, "loadavg_after": 0.6, "cpu_pressure": 0.01, "cores": 2,
-             "busy": None}
+    quiet = {"loadavg_before": 0.4, "loadavg_max": 0.6, "loadavg_after": 0.6, "cpu_pressure": 0.01,
+             "cpu_stall_s": 0.01, "cores": 2, "busy": None}
     loaded = {**quiet, "loadavg_max": 3.6, "busy": busy}
     # Timed apart, the variant's p50 (read in a quiet moment against FP32's busy one) looks 4x faster; the pair
     # timed together says 1.3x at batch 1 and no difference at batch 8.

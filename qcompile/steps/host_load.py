@@ -18,6 +18,9 @@ PSI_CPU = Path("/proc/pressure/cpu")
 # busy. A quiet 2-core machine timing ONNX Runtime on both cores reads under 5%; one CPU-bound process beside it
 # reads 40-100%.
 BUSY_PRESSURE = 0.25
+# ... and for at least this long: over a window of a few tens of milliseconds a single wake-up of another thread
+# (the build's own memory sampler) is a large share, so short windows are judged by the stall they add up to.
+MIN_STALL_SECONDS = 0.1
 
 
 def cores_available() -> int:
@@ -65,29 +68,32 @@ class LoadProbe:
 
     def summary(self) -> dict[str, Any]:
         """``loadavg_before``, ``loadavg_max`` (over the samples), ``loadavg_after``, ``cpu_pressure`` (share of
-        the window some task waited for a CPU; None without PSI), ``cores`` and ``busy`` (a reason, or None)."""
+        the window some task waited for a CPU; None without PSI) and ``cpu_stall_s`` (that time in seconds),
+        ``cores`` and ``busy`` (a reason, or None)."""
         after = load_1min()
         if after is not None:
             self._loads.append(after)
         stall, wall = _stall_us(), self._clock() - self._t0
-        pressure = None
+        pressure = stalled = None
         if stall is not None and self._stall0 is not None and wall > 0:
-            pressure = round(min(1.0, (stall - self._stall0) / 1e6 / wall), 3)
+            stalled = (stall - self._stall0) / 1e6
+            pressure = round(min(1.0, stalled / wall), 3)
+            stalled = round(stalled, 3)
         out = {"loadavg_before": self.before, "loadavg_max": max(self._loads) if self._loads else None,
-               "loadavg_after": after, "cpu_pressure": pressure, "cores": self.cores}
+               "loadavg_after": after, "cpu_pressure": pressure, "cpu_stall_s": stalled, "cores": self.cores}
         out["busy"] = busy_reason(out)
         return out
 
 
 def busy_reason(load: dict[str, Any]) -> str | None:
     """Why a measurement counts as taken on a busy machine (its load average above the cores it could use, or
-    CPU pressure at or above ``BUSY_PRESSURE``), or None when neither holds."""
+    CPU pressure at or above ``BUSY_PRESSURE`` adding up to ``MIN_STALL_SECONDS``), or None when neither holds."""
     reasons = []
     peak, cores = load.get("loadavg_max"), load.get("cores") or 1
     if peak is not None and peak > cores:
         reasons.append(f"1-minute load average up to {peak:.2f} on {cores} cores")
-    pressure = load.get("cpu_pressure")
-    if pressure is not None and pressure >= BUSY_PRESSURE:
+    pressure, stalled = load.get("cpu_pressure"), load.get("cpu_stall_s") or 0.0
+    if pressure is not None and pressure >= BUSY_PRESSURE and stalled >= MIN_STALL_SECONDS:
         reasons.append(f"a task waited for a CPU {pressure * 100:.0f}% of the time")
     return "; ".join(reasons) or None
 
