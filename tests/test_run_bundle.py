@@ -222,6 +222,32 @@ def test_bad_contract_is_exit_2_in_one_line_for_qcompile_run_and_run_py(tiny_bun
     assert ran.returncode == 2 and "preprocess.json: interpolation: 'magic'" in ran.stderr, ran.stderr
 
 
+def test_a_zip_that_would_not_fit_on_the_disk_is_refused_before_anything_is_written(tiny_bundle, photo, tmp_path,
+                                                                                    monkeypatch):
+    """A zip bomb: 64 MiB of zeros is a few KiB zipped. With less free space than it declares, nothing is unpacked
+    (the free space is set low rather than filling this machine's disk)."""
+    import shutil
+    from collections import namedtuple
+
+    from qcompile.bundle.run_bundle import run_bundle
+    from qcompile.errors import BadInput
+
+    root = tmp_path / "temp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    stored = crafted(tiny_bundle, tmp_path / "stored.zip", {"zeros.bin": bytes(64 << 20)})
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(stored) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for name in src.namelist():
+            out.writestr(name, src.read(name))
+    assert bomb.stat().st_size < 1 << 20
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - (32 << 20), 32 << 20))
+    with pytest.raises(BadInput, match=f"unpacks to [0-9]+ bytes, more than the {32 << 20} bytes free"):
+        run_bundle(bomb, [str(photo)])
+    assert sorted(p.name for p in root.rglob("*")) == [], "something was unpacked"
+
+
 ESCAPES = {"parent": "../escaped.txt", "nested parent": "x/../../escaped.txt", "folder": "sub/escaped.txt",
            "absolute": "{root}/escaped.txt", "dot-dot": ".."}
 

@@ -14,6 +14,7 @@ to the tokenizers library; a zip entry that is not a plain file name is refused 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -65,9 +66,17 @@ def unpack(bundle: Path, dest: Path) -> list[str]:
                                    "names)", key="BUNDLE")
                 if names.count(name) > 1 or info.flag_bits & 0x1:
                     raise BadInput(f"{bundle} holds {name!r} twice or encrypted, which no bundle does", key="BUNDLE")
+            # zipfile stops each entry at its declared size, so the declared total bounds what unpacking writes: a
+            # zip that would fill the disk (a zip bomb) is refused before anything is written.
+            total, free = sum(i.file_size for i in infos), shutil.disk_usage(dest).free
+            if total > free:
+                raise BadInput(f"{bundle} unpacks to {total} bytes, more than the {free} bytes free in {dest}",
+                               key="BUNDLE")
             for info in infos:
-                # The path is built here from a checked flat name, not by zipfile's own extraction.
-                (dest / info.filename).write_bytes(zf.read(info))
+                # The path is built here from a checked flat name, not by zipfile's own extraction; streamed, so a
+                # large model is never held in memory whole.
+                with zf.open(info) as src, (dest / info.filename).open("wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
     except (zipfile.BadZipFile, NotImplementedError, EOFError) as e:  # a damaged or unsupported zip
         raise BadInput(f"{bundle} cannot be unpacked ({type(e).__name__}: {str(e)[:120]})", key="BUNDLE") from None
     return names
