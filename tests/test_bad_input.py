@@ -12,18 +12,24 @@ from .conftest import cache_entries, export_tiny_onnx, run_cli
 _export_tiny_onnx = export_tiny_onnx  # older tests import it from here
 
 
-@pytest.fixture
-def user_recipes(tmp_path):
-    """A user's recipe folder with an ONNX-file model group and an npz data group."""
+def write_user_recipes(tmp_path, data: str, recipe: str):
+    """``tmp_path/recipes``: recipe ``mine`` with an ONNX-file model group (``tmp_path/model.onnx``) and an npz
+    data group (``tmp_path/data.npz``); ``data`` and ``recipe`` are YAML lines added to the data group and recipe."""
     d = tmp_path / "recipes"
     (d / "model").mkdir(parents=True)
     (d / "data").mkdir()
     (d / "model" / "my_onnx.yaml").write_text(f"kind: onnx\npath: {tmp_path}/model.onnx\ninput_shape: [1, 28, 28]\n")
-    (d / "data" / "my_npz.yaml").write_text(f"kind: npz\npath: {tmp_path}/data.npz\ny_key: null\neval_samples: 4\n")
+    (d / "data" / "my_npz.yaml").write_text(f"kind: npz\npath: {tmp_path}/data.npz\n{data}")
     (d / "mine.yaml").write_text(
         "defaults: [base, {model: my_onnx}, {data: my_npz}, {quant: int8_static}, {target: ort_cpu}, _self_]\n"
-        "name: mine\nquant: {calibration: {samples: 8, batch_size: 4}}\neval: {max_accuracy_drop: null}\n")
+        f"name: mine\nquant: {{calibration: {{samples: 8, batch_size: 4}}}}\n{recipe}")
     return d
+
+
+@pytest.fixture
+def user_recipes(tmp_path):
+    """A user's recipe folder with an ONNX-file model group and an npz data group."""
+    return write_user_recipes(tmp_path, "y_key: null\neval_samples: 4\n", "eval: {max_accuracy_drop: null}\n")
 
 
 def _assert_bad_input(proc, *fragments, cache):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from .conftest import after_ctime_tick, cache_entries, export_tiny_onnx, run_cli
+from .test_bad_input import write_user_recipes
 
 METRIC = """
 import numpy as np
@@ -30,17 +31,10 @@ def work(tmp_path):
     np.savez(tmp_path / "data.npz", x=rng.standard_normal((40, 1, 28, 28)).astype(np.float32),
              y=rng.integers(0, 10, 40))
     (tmp_path / "mymetrics.py").write_text(METRIC)
-    d = tmp_path / "recipes"
-    (d / "model").mkdir(parents=True)
-    (d / "data").mkdir()
-    (d / "model" / "my_onnx.yaml").write_text(f"kind: onnx\npath: {tmp_path}/model.onnx\ninput_shape: [1, 28, 28]\n")
-    (d / "data" / "my_npz.yaml").write_text(f"kind: npz\npath: {tmp_path}/data.npz\neval_samples: 16\n")
-    (d / "mine.yaml").write_text(
-        "defaults: [base, {model: my_onnx}, {data: my_npz}, {quant: int8_static}, {target: ort_cpu}, _self_]\n"
-        "name: mine\nquant: {calibration: {samples: 8, batch_size: 4}}\nbench: {batch_sizes: [1], iterations: 3, "
-        "warmup: 1, max_seconds: 0.2}\n"
-        "eval:\n  max_accuracy_drop: null\n"
-        "  metrics: {mae: {function: 'mymetrics:mae', higher_is_better: false}}\n")
+    write_user_recipes(tmp_path, "eval_samples: 16\n",
+                       "bench: {batch_sizes: [1], iterations: 3, warmup: 1, max_seconds: 0.2}\n"
+                       "eval:\n  max_accuracy_drop: null\n"
+                       "  metrics: {mae: {function: 'mymetrics:mae', higher_is_better: false}}\n")
     return tmp_path
 
 

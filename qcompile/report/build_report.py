@@ -28,8 +28,8 @@ def _speedup(ref: dict[str, Any], lat: dict[str, Any]) -> dict[str, float]:
 
 def speed_verdict(reference: dict[str, Any], variant: dict[str, Any]) -> str | None:
     """Whether ``variant`` is faster or slower than ``reference`` beyond the noise, from their p50 CIs (the
-    ``latency_ms[bs]`` entries of two variants). Only for a lockfile recorded before speed-ups were timed as pairs:
-    two separately timed p50s compare two moments of the machine.
+    ``latency_ms[bs]`` entries of two variants). Only for a plan without a ``speedup`` node
+    (every compiled plan has one): two separately timed p50s compare two moments of the machine.
 
     "faster" when the variant's CI lies wholly below the reference's, "slower" when wholly above, "no measurable
     difference" when they overlap; None when either has no CI (latency.json written before CIs were measured).

@@ -18,8 +18,8 @@ PSI_CPU = Path("/proc/pressure/cpu")
 # busy. A quiet 2-core machine timing ONNX Runtime on both cores reads under 5%; one CPU-bound process beside it
 # reads 40-100%.
 BUSY_PRESSURE = 0.25
-# ... and for at least this long: over a window of a few tens of milliseconds a single wake-up of another thread
-# (the build's own memory sampler) is a large share, so short windows are judged by the stall they add up to.
+# ... and for at least this long: a 70 ms window on a quiet machine once read 35% (25 ms, as little as one other
+# thread waking up), so short windows are judged by the stall they add up to.
 MIN_STALL_SECONDS = 0.1
 
 
